@@ -1,0 +1,146 @@
+"""The iii_trio exception tree.
+
+::
+
+    IIIError
+    ├── EngineUnavailable         cannot connect within the backoff budget (__cause__: last failure)
+    ├── ConnectionLost            a trigger() was waiting when the connection dropped
+    ├── ProtocolError             the engine sent something undecodable / out of order
+    ├── RegistrationRejected      the engine refused this worker or one registration (.code)
+    ├── TriggerRegistrationError  the engine refused a trigger binding (.code, .message)
+    └── InvocationError           the remote function failed (.code, .message, .stacktrace, .function_id)
+        └── FunctionNotFound      code == "function_not_found"
+
+Misuse after a worker's block has exited raises :class:`trio.ClosedResourceError`; cancellation
+and :class:`trio.TooSlowError` pass through untouched. This module imports nothing but the stdlib,
+so the sans-io layer can raise these types too.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConnectionLost",
+    "EngineUnavailable",
+    "FunctionNotFound",
+    "IIIError",
+    "InvocationError",
+    "ProtocolError",
+    "RegistrationRejected",
+    "TriggerRegistrationError",
+]
+
+
+class IIIError(Exception):
+    """Base class of every error iii_trio raises on its own account."""
+
+
+class EngineUnavailable(IIIError):
+    """The engine could not be reached within the :class:`~iii_trio.Backoff` budget.
+
+    ``__cause__`` is the failure of the last attempt.
+    """
+
+
+class ConnectionLost(IIIError):
+    """The connection dropped while a call was waiting, so its result can never arrive."""
+
+
+class ProtocolError(IIIError):
+    """A frame could not be decoded, or arrived where the protocol does not allow it.
+
+    Attributes:
+        frame: the start of the offending frame (at most 200 characters), for diagnosis.
+    """
+
+    def __init__(self, message: str, *, frame: str | bytes | None = None) -> None:
+        super().__init__(message)
+        if isinstance(frame, bytes | bytearray | memoryview):
+            frame = bytes(frame[:200]).decode("utf-8", errors="replace")
+        self.frame = frame[:200] if frame is not None else None
+
+
+class RegistrationRejected(IIIError):
+    """The engine refused this worker (fatal) or one of its registrations.
+
+    Attributes:
+        code: ``WORKER_NAMESPACE_CONFLICT``, ``FUNCTION_NAMESPACE_CONFLICT`` or another code.
+        namespace: the namespace the conflict happened in.
+        worker_name: the contested worker name (worker conflicts).
+        function_id: the contested function id (function conflicts).
+        owner_worker_id: the worker that holds the lease.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        *,
+        namespace: str = "",
+        worker_name: str | None = None,
+        function_id: str | None = None,
+        owner_worker_id: str = "",
+    ) -> None:
+        subject = worker_name if worker_name is not None else function_id
+        detail = f" ({subject!r} in namespace {namespace!r}, held by {owner_worker_id or 'engine'})"
+        super().__init__(f"{code}{detail if subject is not None else ''}")
+        self.code = code
+        self.namespace = namespace
+        self.worker_name = worker_name
+        self.function_id = function_id
+        self.owner_worker_id = owner_worker_id
+
+
+class TriggerRegistrationError(IIIError):
+    """The engine, or the trigger type's provider, refused a trigger binding."""
+
+    def __init__(self, code: str, message: str, *, trigger_id: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.trigger_id = trigger_id
+
+
+class InvocationError(IIIError):
+    """The invoked function failed, or the engine could not route the call.
+
+    ``str(error)`` is ``"<code>: <message>"``; the remote traceback is kept in
+    :attr:`stacktrace` and never printed as part of the message.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        stacktrace: str | None = None,
+        function_id: str | None = None,
+        invocation_id: str | None = None,
+    ) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.stacktrace = stacktrace
+        self.function_id = function_id
+        self.invocation_id = invocation_id
+
+    @staticmethod
+    def from_error_body(
+        code: str,
+        message: str,
+        stacktrace: str | None,
+        *,
+        function_id: str | None = None,
+        invocation_id: str | None = None,
+    ) -> InvocationError:
+        """Build the most specific error class for a wire error body."""
+        cls = FunctionNotFound if code == "function_not_found" else InvocationError
+        return cls(
+            code,
+            message,
+            stacktrace=stacktrace,
+            function_id=function_id,
+            invocation_id=invocation_id,
+        )
+
+
+class FunctionNotFound(InvocationError):
+    """No function with that id is registered in the namespace the call resolved in."""

@@ -1,0 +1,215 @@
+"""JSON encoding and decoding of protocol messages: the one place that knows the wire format.
+
+``encode(message) -> bytes`` gives compact UTF-8 JSON with the ``type`` tag; ``decode(frame)``
+gives a message object or raises :class:`~iii_trio.ProtocolError` naming what was wrong. The
+rules follow spec/protocol.md sections 1.3 and 11:
+
+- unknown ``type`` values decode to :class:`UnknownMessage`; unknown keys are ignored (both logged
+  at debug level);
+- ``null`` means absent for optional fields;
+- a missing required field, a wrong field type, non-JSON (``NaN`` included) or a non-object frame is
+  a :class:`ProtocolError`; so is an ``invokefunction`` without ``data`` or a ``registertrigger``
+  without ``config``, which the engine requires even though they may be ``null``;
+- when encoding, absent optional fields are omitted, ``data`` and ``config`` are always written.
+
+Decoding runs a fast converter first and only re-runs a detailed one to word the error, so the
+happy path pays nothing for good error messages.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Final
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from .._exceptions import ProtocolError
+from ._messages import (
+    MESSAGE_TYPES,
+    ApiKeyAuth,
+    BearerAuth,
+    EnqueueAction,
+    HmacAuth,
+    HttpAuth,
+    HttpInvocationRef,
+    InvokeFunction,
+    Message,
+    RegisterTrigger,
+    TriggerAction,
+    UnknownMessage,
+    VoidAction,
+)
+
+__all__ = ["decode", "encode", "encode_json", "decode_json"]
+
+logger = logging.getLogger("iii_trio.protocol")
+
+# Keys that must be present even though their value may be null (spec/protocol.md section 11.1).
+_PRESENT_EVEN_IF_NULL: Final[dict[type[Any], tuple[str, ...]]] = {
+    InvokeFunction: ("data",),
+    RegisterTrigger: ("config",),
+}
+
+_TAG_OF: Final[dict[type[Any], str]] = {cls: tag for tag, cls in MESSAGE_TYPES.items()}
+_FIELD_NAMES: Final[dict[type[Any], frozenset[str]]] = {
+    cls: frozenset(a.name for a in attrs.fields(cls)) for cls in _TAG_OF
+}
+
+
+def _strict(kind: type[Any]) -> Callable[[Any, type[Any]], Any]:
+    # cattrs would happily turn 5 into "5"; the engine would not, and neither do we.
+    def structure(value: Any, _: type[Any]) -> Any:
+        if type(value) is kind or (kind is float and type(value) is int):
+            return value
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+
+    return structure
+
+
+def _structure_action(value: Any, _: type[Any]) -> TriggerAction | None:
+    if value is None:
+        return None
+    tag = value.get("type") if isinstance(value, dict) else None
+    if tag == "void":
+        return VoidAction()
+    if tag == "enqueue":
+        queue = value.get("queue")
+        if not isinstance(queue, str):
+            raise TypeError("enqueue action needs a string 'queue'")
+        return EnqueueAction(queue=queue)
+    raise ValueError(f"unknown action {value!r}")
+
+
+_AUTH_TAGS: Final[dict[str, type[Any]]] = {
+    "bearer": BearerAuth,
+    "api_key": ApiKeyAuth,
+    "hmac": HmacAuth,
+}
+
+
+def _is_type(*candidates: Any) -> Callable[[Any], bool]:
+    # Optional unions reach hooks as typing.Union or types.UnionType; compare by equality.
+    return lambda declared: any(declared == candidate for candidate in candidates)
+
+
+def _make_converter(*, detailed: bool) -> cattrs.Converter:
+    converter = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
+    for kind in (str, int, bool, float):
+        converter.register_structure_hook(kind, _strict(kind))
+    converter.register_structure_hook_func(
+        _is_type(TriggerAction, TriggerAction | None), _structure_action
+    )
+    converter.register_unstructure_hook(VoidAction, lambda _: {"type": "void"})
+    converter.register_unstructure_hook(
+        EnqueueAction, lambda action: {"type": "enqueue", "queue": action.queue}
+    )
+
+    def structure_auth(value: Any, _: type[Any]) -> HttpAuth | None:
+        if value is None:
+            return None
+        tag = value.get("type") if isinstance(value, dict) else None
+        cls = _AUTH_TAGS.get(tag) if isinstance(tag, str) else None
+        if cls is None:
+            raise ValueError(f"unknown auth type {tag!r}")
+        auth: HttpAuth = converter.structure(value, cls)
+        return auth
+
+    converter.register_structure_hook_func(_is_type(HttpAuth, HttpAuth | None), structure_auth)
+    for tag, cls in _AUTH_TAGS.items():
+        fields_of = make_dict_unstructure_fn(cls, converter)
+        converter.register_unstructure_hook(cls, _tagged(fields_of, tag))
+    converter.register_structure_hook(
+        HttpInvocationRef,
+        make_dict_structure_fn(HttpInvocationRef, converter),
+    )
+    converter.register_unstructure_hook(
+        HttpInvocationRef,
+        make_dict_unstructure_fn(HttpInvocationRef, converter, _cattrs_omit_if_default=True),
+    )
+    for cls, tag in _TAG_OF.items():
+        keep = {name: override(omit_if_default=False) for name in _PRESENT_EVEN_IF_NULL.get(cls, ())}
+        fields_of = make_dict_unstructure_fn(cls, converter, _cattrs_omit_if_default=True, **keep)
+        converter.register_unstructure_hook(cls, _tagged(fields_of, tag))
+    return converter
+
+
+def _tagged(
+    unstructure_fields: Callable[[Any], dict[str, Any]], tag: str
+) -> Callable[[Any], dict[str, Any]]:
+    def unstructure(message: Any) -> dict[str, Any]:
+        fields = unstructure_fields(message)
+        fields["type"] = tag
+        return fields
+
+    return unstructure
+
+
+_fast = _make_converter(detailed=False)
+_detailed = _make_converter(detailed=True)
+
+
+def encode_json(value: Any) -> bytes:
+    """Serialize a JSON value the way every frame is written: compact UTF-8.
+
+    Raises:
+        TypeError: the value is not JSON-serializable (orjson's ``JSONEncodeError``).
+    """
+    return orjson.dumps(value)
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Parse JSON text, raising :class:`ProtocolError` instead of the parser's own error."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"invalid JSON: {exc}", frame=data) from None
+
+
+def encode(message: Message) -> bytes:
+    """The wire form of ``message``: compact UTF-8 JSON including the ``type`` tag."""
+    if isinstance(message, UnknownMessage):
+        return orjson.dumps({**message.fields, "type": message.type})
+    return orjson.dumps(_fast.unstructure(message))
+
+
+def decode(frame: bytes | str) -> Message:
+    """Parse one frame into a message object.
+
+    Raises:
+        ProtocolError: the frame is not a JSON object, has no string ``type``, or a known
+            message's fields are missing or of the wrong type. The message names the field.
+    """
+    raw = decode_json(frame)
+    if not isinstance(raw, dict):
+        raise ProtocolError(f"frame is a JSON {type(raw).__name__}, not an object", frame=frame)
+    tag = raw.get("type")
+    if not isinstance(tag, str):
+        raise ProtocolError("frame has no string 'type'", frame=frame)
+    cls = MESSAGE_TYPES.get(tag)
+    if cls is None:
+        logger.debug("unknown message type %r", tag)
+        return UnknownMessage(type=tag, fields={k: v for k, v in raw.items() if k != "type"})
+    for name in _PRESENT_EVEN_IF_NULL.get(cls, ()):
+        if name not in raw:
+            raise ProtocolError(f"{tag}: missing required field '{name}'", frame=frame)
+    try:
+        message: Message = _fast.structure(raw, cls)
+    except Exception:
+        raise ProtocolError(f"{tag}: {_explain(raw, cls)}", frame=frame) from None
+    if logger.isEnabledFor(logging.DEBUG):
+        extra = raw.keys() - _FIELD_NAMES[cls] - {"type"}
+        if extra:
+            logger.debug("%s: ignoring unknown fields %s", tag, sorted(extra))
+    return message
+
+
+def _explain(raw: dict[str, Any], cls: type[Any]) -> str:
+    try:
+        _detailed.structure(raw, cls)
+    except Exception as exc:
+        return "; ".join(cattrs.transform_error(exc, path="")) or str(exc)
+    return "invalid message"  # pragma: no cover - the fast converter disagreed with the detailed one
