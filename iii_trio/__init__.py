@@ -1,3 +1,66 @@
-"""iii_trio: a trio-native SDK for the iii engine."""
+"""iii_trio: a trio-native, structured-concurrency SDK for the iii engine.
 
+::
+
+    async with iii_trio.open_worker("ws://127.0.0.1:49134") as worker:
+        worker.register_function("math::add", add)
+        total = await worker.trigger("math::add", {"a": 1, "b": 2})
+"""
+
+import contextlib
+
+from ._context import Context as Context
+from ._context import get_context as get_context
+from ._context import use_context as use_context
+from ._exceptions import ConnectionLost as ConnectionLost
+from ._exceptions import EngineUnavailable as EngineUnavailable
+from ._exceptions import FunctionNotFound as FunctionNotFound
+from ._exceptions import IIIError as IIIError
+from ._exceptions import InvocationError as InvocationError
+from ._exceptions import ProtocolError as ProtocolError
+from ._exceptions import RegistrationRejected as RegistrationRejected
+from ._exceptions import TriggerRegistrationError as TriggerRegistrationError
+from ._types import Backoff as Backoff
+from ._types import ConnectionState as ConnectionState
+from ._types import FunctionInfo as FunctionInfo
+from ._types import JSONValue as JSONValue
+from ._types import WorkerInfo as WorkerInfo
 from ._version import __version__ as __version__
+from ._worker import FunctionRef as FunctionRef
+from ._worker import Worker as Worker
+from ._worker import open_worker as open_worker
+
+__all__ = [
+    "Backoff",
+    "ConnectionLost",
+    "ConnectionState",
+    "Context",
+    "EngineUnavailable",
+    "FunctionInfo",
+    "FunctionNotFound",
+    "FunctionRef",
+    "IIIError",
+    "InvocationError",
+    "JSONValue",
+    "ProtocolError",
+    "RegistrationRejected",
+    "TriggerRegistrationError",
+    "Worker",
+    "WorkerInfo",
+    "__version__",
+    "get_context",
+    "open_worker",
+    "use_context",
+]
+
+
+def _fix_module_names() -> None:
+    # Tracebacks and reprs say iii_trio.X, not iii_trio._module.X.
+    for name in __all__:
+        value = globals()[name]
+        if getattr(value, "__module__", "").startswith("iii_trio._"):
+            with contextlib.suppress(AttributeError, TypeError):  # read-only attributes
+                value.__module__ = __name__
+
+
+_fix_module_names()

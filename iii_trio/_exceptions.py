@@ -8,7 +8,7 @@
     ├── ProtocolError             the engine sent something undecodable / out of order
     ├── RegistrationRejected      the engine refused this worker or one registration (.code)
     ├── TriggerRegistrationError  the engine refused a trigger binding (.code, .message)
-    └── InvocationError           the remote function failed (.code, .message, .stacktrace, .function_id)
+    └── InvocationError           the remote function failed (.code, .message, .stacktrace, ...)
         └── FunctionNotFound      code == "function_not_found"
 
 Misuse after a worker's block has exited raises :class:`trio.ClosedResourceError`; cancellation
@@ -52,7 +52,9 @@ class ProtocolError(IIIError):
         frame: the start of the offending frame (at most 200 characters), for diagnosis.
     """
 
-    def __init__(self, message: str, *, frame: str | bytes | None = None) -> None:
+    def __init__(
+        self, message: str, *, frame: str | bytes | bytearray | memoryview | None = None
+    ) -> None:
         super().__init__(message)
         if isinstance(frame, bytes | bytearray | memoryview):
             frame = bytes(frame[:200]).decode("utf-8", errors="replace")
@@ -74,14 +76,17 @@ class RegistrationRejected(IIIError):
         self,
         code: str,
         *,
+        message: str | None = None,
         namespace: str = "",
         worker_name: str | None = None,
         function_id: str | None = None,
         owner_worker_id: str = "",
     ) -> None:
         subject = worker_name if worker_name is not None else function_id
-        detail = f" ({subject!r} in namespace {namespace!r}, held by {owner_worker_id or 'engine'})"
-        super().__init__(f"{code}{detail if subject is not None else ''}")
+        if message is None and subject is not None:
+            holder = owner_worker_id or "the engine"
+            message = f"{subject!r} in namespace {namespace!r} is held by {holder}"
+        super().__init__(code if message is None else f"{code}: {message}")
         self.code = code
         self.namespace = namespace
         self.worker_name = worker_name

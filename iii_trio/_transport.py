@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Final, NoReturn
+from typing import Final, NoReturn, TypeAlias
 from urllib.parse import parse_qs
 
 import attrs
@@ -31,7 +31,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import InvalidURI
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request
-from websockets.protocol import State
+from websockets.protocol import Event, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
@@ -39,6 +39,7 @@ __all__ = [
     "HandshakeFailed",
     "MAX_FRAME_SIZE",
     "MAX_MESSAGE_SIZE",
+    "Payload",
     "TransportClosed",
     "UpgradeRequest",
     "WebSocket",
@@ -48,11 +49,25 @@ __all__ = [
 
 logger = logging.getLogger("iii_trio.transport")
 
+
+class _ProtocolLogger(logging.LoggerAdapter[logging.Logger]):
+    """websockets reports every connection opening and closing at INFO; for an SDK that is
+    per-connection noise, so its records are demoted to DEBUG under our own logger name."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
+        super().log(min(level, logging.DEBUG), msg, *args, **kwargs)  # type: ignore[arg-type]
+
+
+_protocol_logger = _ProtocolLogger(logging.getLogger("iii_trio.transport.websocket"))
+
 #: The engine's limits (tungstenite defaults): larger frames or messages end the connection.
 MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
 MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
 
 _RECEIVE_SIZE: Final = 256 * 1024
+
+#: A received message's bytes, as the parser hands them over (no copy is made).
+Payload: TypeAlias = bytes | bytearray | memoryview
 _CLOSE_TIMEOUT: Final = 0.5
 
 
@@ -94,9 +109,10 @@ class WebSocket:
         self._stream = stream
         self._protocol = protocol
         self._send_lock = trio.Lock()
-        self._fragments: list[bytes] = []
+        self._fragments: list[Payload] = []
         self._fragment_opcode: Opcode | None = None
         self._closed = False
+        self._early_events: list[Event] = []
         #: trio time of the last bytes received; keepalive logic reads it.
         self.last_received = trio.current_time()
 
@@ -145,20 +161,28 @@ class WebSocket:
         Raises:
             TransportClosed: the peer is gone.
         """
+        if not await self.send_buffered():
+            raise TransportClosed("connection lost while sending")
+
+    async def send_buffered(self) -> bool:
+        """Like :meth:`flush`, but returns False instead of raising when the connection broke."""
         async with self._send_lock:
             chunks = self._protocol.data_to_send()
             if not chunks:
                 await trio.lowlevel.checkpoint()
-                return
+                return True
             try:
                 await self._stream.send_all(b"".join(chunks))
+                return True
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                logger.debug("send failed: %r", exc)
                 self._closed = True
-                raise TransportClosed(f"connection lost while sending: {exc!r}") from None
+        await trio.lowlevel.checkpoint()
+        return False
 
     # -- receiving -----------------------------------------------------------------------------
 
-    async def receive_messages(self) -> list[tuple[bool, bytes]]:
+    async def receive_messages(self) -> list[tuple[bool, Payload]]:
         """Wait for at least one complete data message and return every message of that read.
 
         Each item is ``(is_text, payload)``. Fragmented messages are reassembled; pings are
@@ -167,26 +191,36 @@ class WebSocket:
         Raises:
             TransportClosed: the connection closed (cleanly or not) before a message arrived.
         """
-        messages: list[tuple[bool, bytes]] = []
-        while True:
-            for event in self._protocol.events_received():
-                if isinstance(event, Frame):
-                    self._collect(event, messages)
-            if self._protocol.writes:
-                # Pongs and close replies the protocol produced while parsing.
-                await self._flush_quietly()
-            if messages:
-                return messages
+        messages: list[tuple[bool, Payload]] = []
+        self._take_messages(messages)
+        while not messages:
             if self._protocol.state is State.CLOSED or self._closed:
+                await self._flush_quietly()  # the reply to a close frame, if any
                 raise self._closed_error()
             await self._receive_into_protocol()
+            self._take_messages(messages)
+        # Pongs and close replies the protocol produced while parsing; this is also the
+        # checkpoint when the messages were already buffered and no read was needed.
+        await self._flush_quietly()
+        return messages
 
-    async def receive_payloads(self) -> list[bytes]:
+    async def receive_payloads(self) -> list[Payload]:
         """Like :meth:`receive_messages`, ignoring whether a frame was text or binary (the
         engine parses JSON from either)."""
         return [payload for _, payload in await self.receive_messages()]
 
-    def _collect(self, frame: Frame, messages: list[tuple[bool, bytes]]) -> None:
+    def _take_messages(self, messages: list[tuple[bool, Payload]]) -> None:
+        # The handshake's Request/Response events come through here too (frames that arrived
+        # in the same read as the handshake stay queued behind them); only frames matter.
+        events = self._protocol.events_received()
+        if self._early_events:
+            events = self._early_events + events
+            self._early_events = []
+        for event in events:
+            if isinstance(event, Frame):
+                self._collect(event, messages)
+
+    def _collect(self, frame: Frame, messages: list[tuple[bool, Payload]]) -> None:
         opcode = frame.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if frame.fin:
@@ -227,10 +261,7 @@ class WebSocket:
         return TransportClosed("connection closed without a close frame")
 
     async def _flush_quietly(self) -> None:
-        try:
-            await self.flush()
-        except TransportClosed:
-            pass
+        await self.send_buffered()
 
     # -- closing -------------------------------------------------------------------------------
 
@@ -244,7 +275,7 @@ class WebSocket:
                 with trio.move_on_after(_CLOSE_TIMEOUT, shield=True) as scope:
                     self._protocol.send_close(code, reason)
                     await self.flush()
-                    while self._protocol.state is not State.CLOSED:
+                    while not self._is_closed():
                         await self._receive_into_protocol()
                         self._protocol.events_received()
                 if scope.cancelled_caught:
@@ -254,6 +285,9 @@ class WebSocket:
         finally:
             self._closed = True
             await trio.aclose_forcefully(self._stream)
+
+    def _is_closed(self) -> bool:
+        return self._protocol.state is State.CLOSED
 
     async def abort(self) -> None:
         """Drop the TCP stream without a closing handshake (what the engine does at shutdown)."""
@@ -285,8 +319,11 @@ async def connect_websocket(
         raise HandshakeFailed(f"cannot connect to {uri.host}:{uri.port}: {exc}") from None
     if uri.secure:
         stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=uri.host)
-    protocol = ClientProtocol(uri, max_size=(max_message_size, MAX_FRAME_SIZE))
+    protocol = ClientProtocol(
+        uri, max_size=(max_message_size, MAX_FRAME_SIZE), logger=_protocol_logger
+    )
     websocket = WebSocket(stream, protocol)
+    opened = False
     try:
         request = protocol.connect()
         for name, value in headers:
@@ -295,7 +332,6 @@ async def connect_websocket(
         await websocket.flush()
         while protocol.state is State.CONNECTING:
             await websocket._receive_into_protocol()
-        protocol.events_received()  # the handshake Response; later events stay queued
         if protocol.handshake_exc is not None:
             raise HandshakeFailed(
                 f"websocket handshake with {url} failed: {protocol.handshake_exc}",
@@ -303,12 +339,12 @@ async def connect_websocket(
             )
         if protocol.state is not State.OPEN:
             raise HandshakeFailed(f"{url} closed the connection during the handshake")
+        opened = True
     except TransportClosed as exc:
-        await websocket.abort()
         raise HandshakeFailed(f"{url} closed the connection during the handshake: {exc}") from None
-    except BaseException:
-        await websocket.abort()
-        raise
+    finally:
+        if not opened:
+            await trio.aclose_forcefully(stream)
     return websocket
 
 
@@ -364,7 +400,7 @@ async def serve_websockets(
 async def _accept(
     stream: trio.SocketStream, route: Callable[[UpgradeRequest], Rejection]
 ) -> tuple[WebSocket | None, UpgradeRequest]:
-    protocol = ServerProtocol(max_size=(MAX_MESSAGE_SIZE, MAX_FRAME_SIZE))
+    protocol = ServerProtocol(max_size=(MAX_MESSAGE_SIZE, MAX_FRAME_SIZE), logger=_protocol_logger)
     websocket = WebSocket(stream, protocol)
     request: Request | None = None
     while request is None:
@@ -372,6 +408,8 @@ async def _accept(
         for event in protocol.events_received():
             if isinstance(event, Request):
                 request = event
+            else:  # frames a client sent right behind its request
+                websocket._early_events.append(event)
         if request is None and (protocol.handshake_exc is not None or websocket._closed):
             # Not an upgrade request at all: answer like the engine (400) and give up.
             protocol.send_response(protocol.reject(400, "Bad Request\n"))
@@ -389,9 +427,7 @@ async def _accept(
         peer_host=peer if isinstance(peer, str) else None,
     )
     rejection = route(upgrade)
-    response = (
-        protocol.accept(request) if rejection is None else protocol.reject(*rejection)
-    )
+    response = protocol.accept(request) if rejection is None else protocol.reject(*rejection)
     protocol.send_response(response)
     await websocket._flush_quietly()
     if rejection is not None or protocol.state is not State.OPEN:

@@ -131,7 +131,9 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
         make_dict_unstructure_fn(HttpInvocationRef, converter, _cattrs_omit_if_default=True),
     )
     for cls, tag in _TAG_OF.items():
-        keep = {name: override(omit_if_default=False) for name in _PRESENT_EVEN_IF_NULL.get(cls, ())}
+        keep: dict[str, Any] = {
+            name: override(omit_if_default=False) for name in _PRESENT_EVEN_IF_NULL.get(cls, ())
+        }
         fields_of = make_dict_unstructure_fn(cls, converter, _cattrs_omit_if_default=True, **keep)
         converter.register_unstructure_hook(cls, _tagged(fields_of, tag))
     return converter
@@ -161,7 +163,7 @@ def encode_json(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
-def decode_json(data: bytes | str) -> Any:
+def decode_json(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON text, raising :class:`ProtocolError` instead of the parser's own error."""
     try:
         return orjson.loads(data)
@@ -176,7 +178,7 @@ def encode(message: Message) -> bytes:
     return orjson.dumps(_fast.unstructure(message))
 
 
-def decode(frame: bytes | str) -> Message:
+def decode(frame: bytes | bytearray | memoryview | str) -> Message:
     """Parse one frame into a message object.
 
     Raises:
@@ -212,4 +214,5 @@ def _explain(raw: dict[str, Any], cls: type[Any]) -> str:
         _detailed.structure(raw, cls)
     except Exception as exc:
         return "; ".join(cattrs.transform_error(exc, path="")) or str(exc)
-    return "invalid message"  # pragma: no cover - the fast converter disagreed with the detailed one
+    # The fast converter failed where the detailed one did not: say so rather than guess.
+    return "invalid message"  # pragma: no cover

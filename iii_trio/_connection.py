@@ -1,0 +1,372 @@
+"""The engine connection: one :class:`EngineSession` per WebSocket, and the supervisor that opens
+sessions with backoff, performs the handshake and reconnects.
+
+Task tree of one session (all in the session's own nursery, so a lost connection takes its
+handlers with it — the engine has already answered their callers with ``invocation_stopped``)::
+
+    session nursery
+    ├── reader      receive one read's worth of frames → decode → results / invocations
+    ├── writer      sleeps until something is framed, then one send_all for all of it
+    ├── keepalive   WebSocket ping every 20 s; 60 s of silence means the link is dead
+    └── one task per incoming invocation
+
+Hot-path notes: frames are encoded and framed by the task that produces them (the handler task,
+or the caller of ``trigger``), so the writer only concatenates and sends; a pending call is a
+parked task rescheduled directly by the reader, with no event or channel per call.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable
+from typing import Final, NoReturn, Protocol
+
+import outcome
+import trio
+
+from ._exceptions import ConnectionLost, EngineUnavailable, ProtocolError, RegistrationRejected
+from ._protocol._backoff import delays
+from ._protocol._codec import decode, encode
+from ._protocol._messages import (
+    InvocationResult,
+    InvokeFunction,
+    Message,
+    Ping,
+    Pong,
+    UnknownMessage,
+    WorkerRegistered,
+)
+from ._protocol._messages import RegistrationRejected as RegistrationRejectedMessage
+from ._protocol._registry import ConnectionIdentity
+from ._transport import HandshakeFailed, TransportClosed, WebSocket, connect_websocket
+from ._types import Backoff, ConnectionState
+
+__all__ = ["EngineSession", "SessionOwner", "run_supervisor"]
+
+logger = logging.getLogger("iii_trio.connection")
+
+_PING_INTERVAL: Final = 20.0
+_SILENCE_LIMIT: Final = 60.0
+# Framed-but-unsent chunks above which producers wait for the writer (bounded memory).
+_OUTPUT_HIGH_WATER: Final = 4096
+_NON_FATAL_REJECTION: Final = "FUNCTION_NAMESPACE_CONFLICT"
+
+
+class SessionOwner(Protocol):
+    """What the supervisor needs from the worker that owns it."""
+
+    def opening_messages(
+        self, previous: ConnectionIdentity | None
+    ) -> tuple[InvokeFunction, list[Message]]:
+        """The announce call (with an invocation id) and the registrations to replay after it."""
+        ...
+
+    async def handle_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
+        """Serve one incoming invocation and send its result through ``session``."""
+        ...
+
+    def handle_message(self, session: EngineSession, message: Message) -> None:
+        """Any other engine message (trigger provider traffic and the like)."""
+        ...
+
+    def session_changed(self, session: EngineSession | None, state: ConnectionState) -> None:
+        """The current session (None while disconnected) and the connection state."""
+        ...
+
+
+class EngineSession:
+    """One open WebSocket to the engine and everything that lives as long as it does."""
+
+    def __init__(self, websocket: WebSocket, owner: SessionOwner) -> None:
+        self._websocket = websocket
+        self._owner = owner
+        self._pending: dict[str, trio.lowlevel.Task] = {}
+        self._wake_writer = trio.Event()
+        self._writer_woken = False
+        self._drained = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._identity_received = trio.Event()
+        self.identity: ConnectionIdentity | None = None
+        self.closed_because: str | None = None
+        self.fatal: RegistrationRejected | None = None
+
+    @property
+    def pending_calls(self) -> int:
+        return len(self._pending)
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send_nowait(self, message: Message) -> None:
+        """Frame ``message`` now and let the writer send it (used for small control frames)."""
+        self.send_frame_nowait(encode(message))
+
+    def send_frame_nowait(self, frame: bytes) -> None:
+        try:
+            self._websocket.send_text(frame)
+        except TransportClosed:
+            raise ConnectionLost("the engine connection is closed") from None
+        if not self._writer_woken:
+            self._writer_woken = True
+            self._wake_writer.set()
+
+    async def send_frame(self, frame: bytes) -> None:
+        """Like :meth:`send_frame_nowait`, but waits while too much output is unsent."""
+        while self._websocket.buffered_output > _OUTPUT_HIGH_WATER:
+            await self._drained.wait()
+        self.send_frame_nowait(frame)
+        await trio.lowlevel.checkpoint()
+
+    async def call(
+        self, message: InvokeFunction, *, followed_by: Iterable[Message] = ()
+    ) -> InvocationResult:
+        """Send an invocation that carries an ``invocation_id`` and wait for its result.
+
+        ``followed_by`` frames are sent right after it, before waiting.
+
+        Cancellation: the pending entry is removed; a result arriving later is dropped.
+
+        Raises:
+            ConnectionLost: the connection ended before the result arrived.
+        """
+        invocation_id = message.invocation_id
+        assert invocation_id is not None
+        frame = encode(message)
+        while self._websocket.buffered_output > _OUTPUT_HIGH_WATER:
+            await self._drained.wait()
+        if self.closed_because is not None:
+            raise ConnectionLost(self.closed_because)
+        self.send_frame_nowait(frame)
+        for extra in followed_by:
+            self.send_nowait(extra)
+        pending = self._pending
+        pending[invocation_id] = trio.lowlevel.current_task()
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            pending.pop(invocation_id, None)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        result: InvocationResult = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
+
+    # -- running -------------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run reader, writer and keepalive until the connection ends or is cancelled; then fail
+        pending calls with :class:`ConnectionLost` and close the socket.
+
+        ``task_status.started()`` is called once the tasks run (before the handshake).
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._write_loop)
+                nursery.start_soon(self._keepalive_loop)
+                nursery.start_soon(self._read_loop)
+                task_status.started()
+        finally:
+            self._nursery = None
+            reason = self.closed_because or "the worker is shutting down"
+            self.closed_because = reason
+            self._fail_pending(self.fatal or ConnectionLost(reason))
+            await self._websocket.aclose()
+
+    async def wait_identity(self) -> ConnectionIdentity:
+        await self._identity_received.wait()
+        assert self.identity is not None
+        return self.identity
+
+    def end(self, reason: str) -> None:
+        """Stop the session (idempotent); :meth:`serve` returns soon after."""
+        if self.closed_because is None:
+            self.closed_because = reason
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    def _fail_pending(self, error: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for task in pending.values():
+            trio.lowlevel.reschedule(task, outcome.Error(error))
+
+    async def _read_loop(self) -> None:
+        websocket = self._websocket
+        nursery = self._nursery
+        assert nursery is not None
+        handle_invocation = self._owner.handle_invocation
+        pending = self._pending
+        while True:
+            try:
+                frames = await websocket.receive_payloads()
+            except TransportClosed as exc:
+                self.end(f"the engine closed the connection ({exc})")
+                break
+            for frame in frames:
+                try:
+                    message = decode(frame)
+                except ProtocolError as exc:
+                    # One bad frame must not take the worker down: report it and carry on.
+                    logger.warning("dropping a frame the engine sent: %s", exc)
+                    continue
+                if type(message) is InvocationResult:
+                    task = pending.pop(message.invocation_id, None)
+                    if task is not None:
+                        trio.lowlevel.reschedule(task, outcome.Value(message))
+                    else:
+                        logger.debug("result for unknown invocation %s", message.invocation_id)
+                elif type(message) is InvokeFunction:
+                    nursery.start_soon(handle_invocation, self, message)
+                else:
+                    self._handle_control(message)
+            if self.closed_because is not None:
+                break
+        await trio.lowlevel.checkpoint()  # leaving through the except branch skipped one
+
+    def _handle_control(self, message: Message) -> None:
+        if isinstance(message, WorkerRegistered):
+            self.identity = ConnectionIdentity(message.worker_id, message.reattach_token)
+            self._identity_received.set()
+        elif isinstance(message, RegistrationRejectedMessage):
+            error = RegistrationRejected(
+                message.code,
+                namespace=message.namespace,
+                worker_name=message.worker_name,
+                function_id=message.function_id,
+                owner_worker_id=message.owner_worker_id,
+            )
+            if message.code == _NON_FATAL_REJECTION:
+                logger.warning("the engine refused a function registration: %s", error)
+            else:
+                self.fatal = error
+                self.end(f"the engine refused this worker: {error}")
+        elif isinstance(message, Ping):
+            self.send_nowait(Pong())
+        elif isinstance(message, Pong):
+            pass
+        elif isinstance(message, UnknownMessage):
+            if message.type == "error":
+                logger.warning("engine error frame: %s", message.fields.get("error"))
+            else:
+                logger.debug("ignoring message of unknown type %r", message.type)
+        else:
+            self._owner.handle_message(self, message)
+
+    async def _write_loop(self) -> None:
+        websocket = self._websocket
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer = trio.Event()
+            self._writer_woken = False
+            if not await websocket.send_buffered():
+                self.end("the engine connection broke while sending")
+                return
+            drained, self._drained = self._drained, trio.Event()
+            drained.set()
+
+    async def _keepalive_loop(self) -> None:
+        websocket = self._websocket
+        while True:
+            await trio.sleep(_PING_INTERVAL)
+            if trio.current_time() - websocket.last_received > _SILENCE_LIMIT:
+                self.end(f"no frame from the engine for {_SILENCE_LIMIT:.0f} s")
+                return
+            websocket.send_ping()
+            if not self._writer_woken:
+                self._writer_woken = True
+                self._wake_writer.set()
+
+
+async def run_supervisor(
+    owner: SessionOwner,
+    *,
+    url: str,
+    headers: Iterable[tuple[str, str]],
+    backoff: Backoff,
+    rng: random.Random,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Keep one ready session open until cancelled, reconnecting with ``backoff``.
+
+    An attempt is the connection plus the handshake; failed attempts in a row draw their delays
+    from one schedule, which restarts after every session that became ready. A dropped session is
+    retried at once, then with the schedule's delays.
+
+    ``task_status.started()`` is called once the first session is ready: the worker has announced
+    itself and the engine has applied every registration it sent.
+
+    Raises:
+        EngineUnavailable: the backoff budget ran out (on the first connection or a reconnect).
+        RegistrationRejected: the engine refused this worker; it does not reconnect.
+    """
+    headers = list(headers)
+    previous: ConnectionIdentity | None = None
+    started = False
+    schedule = delays(backoff, rng)
+    attempts = 0
+    while True:
+        waiting_state = ConnectionState.RECONNECTING if started else ConnectionState.CONNECTING
+        owner.session_changed(None, waiting_state)
+        attempts += 1
+        ready = False
+        try:
+            websocket = await connect_websocket(url, headers=headers)
+        except HandshakeFailed as exc:
+            failure = str(exc)
+        else:
+            session = EngineSession(websocket, owner)
+            async with trio.open_nursery() as nursery:
+                await nursery.start(session.serve)
+                # No checkpoint between this and the replay snapshot in _handshake: every
+                # registration is either in the snapshot or sent straight to this session.
+                owner.session_changed(session, waiting_state)
+                ready = await _handshake(session, owner, previous)
+                if ready:
+                    owner.session_changed(session, ConnectionState.CONNECTED)
+                    if not started:
+                        started = True
+                        task_status.started()
+            # serve() has returned: the session is over.
+            previous = session.identity or previous
+            if session.fatal is not None:
+                owner.session_changed(None, ConnectionState.FAILED)
+                raise session.fatal
+            failure = session.closed_because or "connection closed"
+        if ready:
+            logger.info("connection to %s lost: %s", url, failure)
+            schedule = delays(backoff, rng)
+            attempts = 0
+            continue
+        delay = next(schedule, None)
+        if delay is None:
+            owner.session_changed(None, ConnectionState.FAILED)
+            raise EngineUnavailable(
+                f"cannot reach the iii engine at {url} after {attempts} attempt(s): {failure}"
+            )
+        logger.info("engine at %s unavailable (%s); retrying in %.2f s", url, failure, delay)
+        await trio.sleep(delay)
+
+
+async def _handshake(
+    session: EngineSession, owner: SessionOwner, previous: ConnectionIdentity | None
+) -> bool:
+    """Send the opening frames and wait until the engine has applied them.
+
+    Returns False when the session ended before it became ready.
+    """
+    announce, replay = owner.opening_messages(previous)
+    try:
+        if previous is not None:
+            session.send_nowait(previous.reattach())
+        result = await session.call(announce, followed_by=replay)
+        await session.wait_identity()
+    except (ConnectionLost, RegistrationRejected):
+        # serve() reports why; the supervisor reads it from the session.
+        result = None
+    await trio.lowlevel.checkpoint()  # the failure path above may not have reached one
+    if result is None:
+        return False
+    if result.error is not None:
+        # The engine refused the announce itself (e.g. an RBAC namespace restriction).
+        session.fatal = RegistrationRejected(result.error.code, message=result.error.message)
+        session.end(f"the engine refused this worker: {result.error.message}")
+        return False
+    return True

@@ -1,0 +1,87 @@
+"""The invocation context a handler runs in: ``get_context()`` and ``use_context()``.
+
+Each handler runs in its own trio task, and trio gives every task its own copy of the context
+variables, so setting the variable at the start of a handler task scopes it to that invocation
+(and to sync handlers, which ``trio.to_thread`` runs in a copy of the caller's context).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+__all__ = ["Context", "get_context", "use_context"]
+
+_handler_logger = logging.getLogger("iii_trio.handler")
+_current: contextvars.ContextVar[Context] = contextvars.ContextVar("iii_trio_context")
+
+
+@attrs.frozen
+class Context:
+    """What a handler knows about the invocation it is serving.
+
+    Attributes:
+        function_id: the function being invoked.
+        invocation_id: the engine's id of this invocation (the caller sees the same id).
+        metadata: the invocation's metadata sidecar (``None`` when the call carried none).
+        traceparent: W3C trace context of the call, if any.
+        baggage: W3C baggage of the call, if any.
+        caller_worker_id: the calling worker's id, as injected by the engine (``None`` for
+            engine-originated calls and non-object payloads).
+        worker: the worker serving the call, to make further calls from the handler.
+    """
+
+    function_id: str
+    invocation_id: str
+    worker: Worker
+    metadata: Any = None
+    traceparent: str | None = None
+    baggage: str | None = None
+    caller_worker_id: str | None = None
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry ``function_id`` and ``invocation_id`` as extras."""
+        return logging.LoggerAdapter(
+            _handler_logger,
+            {"function_id": self.function_id, "invocation_id": self.invocation_id},
+        )
+
+
+def get_context() -> Context:
+    """The context of the invocation the calling code is serving.
+
+    Raises:
+        RuntimeError: called outside a handler (and outside :func:`use_context`).
+    """
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError(
+            "iii_trio.get_context() called outside a function handler; "
+            "use iii_trio.use_context() to provide one"
+        ) from None
+
+
+@contextlib.contextmanager
+def use_context(context: Context) -> Iterator[Context]:
+    """Make ``context`` the current one for the duration of the block (for tests of handler code
+    and code run outside a handler)."""
+    token = _current.set(context)
+    try:
+        yield context
+    finally:
+        _current.reset(token)
+
+
+def enter_handler_context(context: Context) -> None:
+    """Set the context for the rest of the current handler task (the task ends with it)."""
+    _current.set(context)

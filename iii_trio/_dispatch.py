@@ -1,0 +1,324 @@
+"""Serving incoming invocations: how a handler is called and how its outcome goes on the wire.
+
+Everything about a handler that can be worked out once (is it async, does it take the payload,
+does it want ``metadata``, which type its payload is structured into, its JSON Schemas) is worked
+out by :func:`prepare_handler` at registration, so serving a call inspects nothing.
+
+A handler's failure never escapes: a bad payload becomes ``invalid_payload``, an exception becomes
+``invocation_failed`` with its traceback, a result that is not JSON becomes ``invocation_failed``
+too. Cancellation (``trio.Cancelled``, a ``BaseException``) passes through untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import traceback
+import typing
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import attrs
+import cattrs
+import trio
+
+from ._context import Context, enter_handler_context
+from ._protocol._codec import encode
+from ._protocol._messages import ErrorBody, InvocationResult, InvokeFunction
+from ._schema import schema_for
+from ._transport import MAX_MESSAGE_SIZE
+
+if typing.TYPE_CHECKING:
+    from ._worker import Worker
+
+__all__ = ["PreparedHandler", "prepare_handler", "serve_invocation", "to_json_value"]
+
+logger = logging.getLogger("iii_trio.dispatch")
+
+#: Types that need no conversion to be sent as JSON.
+_PLAIN_JSON: Final = frozenset({dict, list, str, int, float, bool, type(None)})
+#: Payload annotations that mean "give me the raw JSON value".
+_RAW_PAYLOAD: Final = frozenset({inspect.Parameter.empty, Any, object, dict, list})
+
+_SENTINEL: Final = object()
+
+
+def _strict_primitive(kind: type[Any]) -> Callable[[Any, type[Any]], Any]:
+    def structure(value: Any, _: type[Any]) -> Any:
+        if type(value) is kind or (kind is float and type(value) is int):
+            return value
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+
+    return structure
+
+
+def _make_payload_converter() -> cattrs.Converter:
+    converter = cattrs.Converter(detailed_validation=True)
+    for kind in (str, int, float, bool):
+        converter.register_structure_hook(kind, _strict_primitive(kind))
+    return converter
+
+
+#: Converts between JSON values and users' payload types (attrs classes and friends).
+payload_converter: Final = _make_payload_converter()
+
+
+class InvalidPayload(Exception):
+    """The payload does not fit the handler's annotation; the message says where."""
+
+
+@attrs.frozen
+class PreparedHandler:
+    """A user's handler with everything about how to call it decided in advance."""
+
+    function_id: str
+    call: Callable[[Any, Any], Awaitable[Any]]
+    structure: Callable[[Any], Any] | None
+    request_format: Any
+    response_format: Any
+
+
+def to_json_value(value: Any) -> Any:
+    """``value`` as plain JSON data: attrs instances (and anything cattrs knows) unstructured."""
+    if type(value) in _PLAIN_JSON:
+        return value
+    return payload_converter.unstructure(value)
+
+
+def prepare_handler(function_id: str, handler: Callable[..., Any]) -> PreparedHandler:
+    """Decide once how to call ``handler``.
+
+    The first positional parameter (if any) receives the payload; a parameter named ``metadata``
+    (positional or keyword-only) receives the invocation's metadata. If the payload parameter is
+    annotated with a type cattrs can structure (an attrs class, ``int``, ``list[Item]``, ...),
+    payloads are structured into it and a mismatch fails the call with ``invalid_payload``.
+
+    Raises:
+        TypeError: ``handler`` is not callable, or needs more arguments than a handler gets.
+    """
+    if not callable(handler):
+        raise TypeError(f"handler for {function_id!r} must be callable, got {handler!r}")
+    try:
+        signature: inspect.Signature | None = inspect.signature(handler)
+    except (TypeError, ValueError):  # some builtins have no signature: pass the payload
+        signature = None
+    takes_payload, payload_name, wants_metadata = _parameters(function_id, signature)
+    hints = _type_hints(handler)
+    payload_type = hints.get(payload_name, inspect.Parameter.empty) if payload_name else _SENTINEL
+    return_type = hints.get("return", inspect.Parameter.empty)
+
+    structure: Callable[[Any], Any] | None = None
+    if payload_type is not _SENTINEL and not _is_raw(payload_type):
+        structure = _structurer(function_id, payload_type)
+    return PreparedHandler(
+        function_id=function_id,
+        call=_caller(handler, takes_payload=takes_payload, wants_metadata=wants_metadata),
+        structure=structure,
+        request_format=None if payload_type is _SENTINEL else _schema_or_none(payload_type),
+        response_format=_schema_or_none(return_type),
+    )
+
+
+def _parameters(
+    function_id: str, signature: inspect.Signature | None
+) -> tuple[bool, str | None, bool]:
+    if signature is None:
+        return True, None, False
+    kinds = inspect.Parameter
+    positional: list[inspect.Parameter] = []
+    wants_metadata = False
+    var_positional = False
+    for parameter in signature.parameters.values():
+        if parameter.name == "metadata" and parameter.kind in (
+            kinds.POSITIONAL_OR_KEYWORD,
+            kinds.KEYWORD_ONLY,
+        ):
+            wants_metadata = True
+        elif parameter.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD):
+            positional.append(parameter)
+        elif parameter.kind is kinds.VAR_POSITIONAL:
+            var_positional = True
+        elif parameter.kind is kinds.KEYWORD_ONLY and parameter.default is kinds.empty:
+            raise TypeError(
+                f"handler for {function_id!r} has a required keyword-only parameter "
+                f"{parameter.name!r}; a handler receives only the payload and metadata"
+            )
+    required_extra = [p for p in positional[1:] if p.default is kinds.empty]
+    if required_extra:
+        raise TypeError(
+            f"handler for {function_id!r} needs {len(positional)} positional arguments; "
+            "a handler receives only the payload (and a parameter named 'metadata')"
+        )
+    if positional:
+        return True, positional[0].name, wants_metadata
+    return var_positional, None, wants_metadata
+
+
+def _type_hints(handler: Callable[..., Any]) -> dict[str, Any]:
+    target = handler
+    while isinstance(target, functools.partial):
+        target = target.func
+    if not (inspect.isfunction(target) or inspect.ismethod(target)):
+        target = getattr(target, "__call__", target)  # noqa: B004 - callable objects
+    try:
+        return typing.get_type_hints(target)
+    except Exception:
+        # Unresolvable annotations (forward references to missing names) mean: untyped.
+        return {}
+
+
+def _is_raw(annotation: Any) -> bool:
+    if annotation in _RAW_PAYLOAD:
+        return True
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    return (origin is dict and args[1:] == (Any,)) or (origin is list and args == (Any,))
+
+
+def _structurer(function_id: str, annotation: Any) -> Callable[[Any], Any]:
+    try:
+        hook = payload_converter.get_structure_hook(annotation)
+    except Exception as exc:
+        raise TypeError(
+            f"handler for {function_id!r}: cannot structure payloads into {annotation!r}: {exc}"
+        ) from None
+
+    def structure(payload: Any) -> Any:
+        try:
+            return hook(payload, annotation)
+        except Exception as exc:
+            details = "; ".join(cattrs.transform_error(exc, path="payload")) or str(exc)
+            raise InvalidPayload(f"invalid payload for {function_id}: {details}") from None
+
+    return structure
+
+
+def _schema_or_none(annotation: Any) -> Any:
+    if annotation is inspect.Parameter.empty or annotation is _SENTINEL:
+        return None
+    return schema_for(annotation)
+
+
+def _is_async(handler: Callable[..., Any]) -> bool:
+    target = handler
+    while isinstance(target, functools.partial):
+        target = target.func
+    if inspect.iscoroutinefunction(target):
+        return True
+    call = getattr(target, "__call__", None)  # noqa: B004 - callable objects
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _caller(
+    handler: Callable[..., Any], *, takes_payload: bool, wants_metadata: bool
+) -> Callable[[Any, Any], Awaitable[Any]]:
+    if _is_async(handler):
+        if takes_payload and wants_metadata:
+            return lambda payload, metadata: handler(payload, metadata=metadata)
+        if takes_payload:
+            return lambda payload, _: handler(payload)
+        if wants_metadata:
+            return lambda _, metadata: handler(metadata=metadata)
+        return lambda _, __: handler()
+
+    # Sync handlers run in a worker thread so they cannot block the event loop. A thread cannot
+    # be interrupted: leaving the worker's block waits for running sync handlers to return.
+    async def call_sync(payload: Any, metadata: Any) -> Any:
+        args = (payload,) if takes_payload else ()
+        kwargs = {"metadata": metadata} if wants_metadata else {}
+        return await trio.to_thread.run_sync(functools.partial(handler, *args, **kwargs))
+
+    return call_sync
+
+
+def _error_frame(message: InvokeFunction, code: str, text: str, stacktrace: str | None) -> bytes:
+    return encode(
+        InvocationResult(
+            invocation_id=message.invocation_id or "",
+            function_id=message.function_id,
+            error=ErrorBody(code=code, message=text, stacktrace=stacktrace),
+        )
+    )
+
+
+async def serve_invocation(
+    handler: PreparedHandler | None,
+    message: InvokeFunction,
+    worker: Worker,
+    send: Callable[[bytes], Awaitable[None]],
+) -> None:
+    """Run one invocation to completion and send its result frame with ``send``."""
+    payload = message.data
+    caller_worker_id = None
+    if type(payload) is dict:
+        # The engine adds this key to object payloads; it belongs to the context, not the payload.
+        caller_worker_id = payload.pop("_caller_worker_id", None)
+    enter_handler_context(
+        Context(
+            function_id=message.function_id,
+            invocation_id=message.invocation_id or "",
+            worker=worker,
+            metadata=message.metadata,
+            traceparent=message.traceparent,
+            baggage=message.baggage,
+            caller_worker_id=caller_worker_id if isinstance(caller_worker_id, str) else None,
+        )
+    )
+    # The engine always sends an id (protocol.md 3.7); without one nobody could read a reply.
+    try:
+        if handler is None:
+            frame = _error_frame(
+                message, "function_not_found", f"Function '{message.function_id}' not found", None
+            )
+        else:
+            frame = _result_frame(message, await _call_handler(handler, message, payload))
+    except InvalidPayload as exc:
+        frame = _error_frame(message, "invalid_payload", str(exc), None)
+    except Exception as exc:
+        logger.debug("handler of %s raised", message.function_id, exc_info=True)
+        frame = _error_frame(message, "invocation_failed", str(exc) or repr(exc), _trace(exc))
+    if message.invocation_id is not None:
+        await send(frame)
+    else:
+        logger.warning("invocation of %s came without an invocation_id", message.function_id)
+        await trio.lowlevel.checkpoint()
+
+
+async def _call_handler(handler: PreparedHandler, message: InvokeFunction, payload: Any) -> Any:
+    if handler.structure is not None:
+        payload = handler.structure(payload)
+    return await handler.call(payload, message.metadata)
+
+
+def _result_frame(message: InvokeFunction, result: Any) -> bytes:
+    if type(result) not in _PLAIN_JSON:
+        result = payload_converter.unstructure(result)
+    try:
+        frame = encode(
+            InvocationResult(
+                invocation_id=message.invocation_id or "",
+                function_id=message.function_id,
+                result=result,
+            )
+        )
+    except TypeError as exc:
+        return _error_frame(
+            message,
+            "invocation_failed",
+            f"the result of {message.function_id} is not JSON-serializable: {exc}",
+            None,
+        )
+    if len(frame) > MAX_MESSAGE_SIZE:
+        return _error_frame(
+            message,
+            "payload_too_large",
+            f"the result of {message.function_id} is {len(frame)} bytes; the limit is "
+            f"{MAX_MESSAGE_SIZE} (stream large data through a channel)",
+            None,
+        )
+    return frame
+
+
+def _trace(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

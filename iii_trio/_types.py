@@ -1,0 +1,93 @@
+"""Public value types (frozen attrs classes and enums). No I/O, no trio."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, TypeAlias
+
+import attrs
+
+__all__ = [
+    "Backoff",
+    "ConnectionState",
+    "FunctionInfo",
+    "JSONValue",
+    "WorkerInfo",
+]
+
+#: Any JSON value: payloads, results, metadata, configs and schemas.
+JSONValue: TypeAlias = Any
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"Backoff.{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen
+class Backoff:
+    """Reconnect policy: the same schedule as the official SDKs.
+
+    The n-th retry (n from 0) waits ``min(initial * multiplier**n, maximum)`` seconds, varied by
+    ``± jitter`` of itself. ``max_attempts=None`` retries forever; otherwise connecting fails
+    with :class:`~iii_trio.EngineUnavailable` after that many failed attempts in a row. The count
+    resets after every successful connection.
+    """
+
+    initial: float = attrs.field(default=1.0, validator=_non_negative)
+    maximum: float = attrs.field(default=30.0, validator=_non_negative)
+    multiplier: float = attrs.field(default=2.0, validator=_non_negative)
+    jitter: float = attrs.field(default=0.3, validator=_non_negative)
+    max_attempts: int | None = attrs.field(default=None)
+
+    @max_attempts.validator
+    def _check_max_attempts(self, _: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is not None and value < 1:
+            raise ValueError(f"Backoff.max_attempts must be >= 1 or None, got {value!r}")
+
+
+class ConnectionState(enum.Enum):
+    """Where a worker's engine connection stands."""
+
+    #: Opening the first connection.
+    CONNECTING = "connecting"
+    #: Connected, announced and registered: calls and invocations flow.
+    CONNECTED = "connected"
+    #: The connection dropped; waiting for the backoff delay or reconnecting.
+    RECONNECTING = "reconnecting"
+    #: The worker's block has exited.
+    CLOSED = "closed"
+    #: Gave up: the backoff budget ran out or the engine refused this worker.
+    FAILED = "failed"
+
+
+@attrs.frozen
+class FunctionInfo:
+    """A function as the engine lists it (``engine::functions::list`` / ``::info``)."""
+
+    function_id: str
+    description: str | None = None
+    request_format: JSONValue = None
+    response_format: JSONValue = None
+    metadata: JSONValue = None
+    namespace: str = "default"
+    worker_name: str | None = None
+
+
+@attrs.frozen
+class WorkerInfo:
+    """A connected worker as the engine lists it (``engine::workers::list``)."""
+
+    id: str
+    name: str | None = None
+    runtime: str | None = None
+    version: str | None = None
+    os: str | None = None
+    ip_address: str | None = None
+    status: str = "connected"
+    connected_at_ms: int = 0
+    function_count: int = 0
+    functions: tuple[str, ...] = ()
+    active_invocations: int = 0
+    namespace: str = "default"
+    description: str | None = None
