@@ -1,0 +1,41 @@
+"""pytest fixtures for testing iii workers: ``iii_engine`` and ``iii_worker``.
+
+Registered through the ``pytest11`` entry point, so they are available wherever iii_trio is
+installed. Both are async fixtures for pytest-trio (``trio_mode = true``, or tests marked
+``@pytest.mark.trio``), function-scoped, and torn down with the test. Importing this module is
+cheap and has no side effects: the dev engine is imported only when a fixture is used.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from iii_trio import Worker
+
+    from ._dev_engine import DevEngine
+
+_worker_numbers = itertools.count(1)
+
+
+@pytest.fixture
+async def iii_engine() -> AsyncIterator[DevEngine]:
+    """A dev engine serving the real wire protocol on a free loopback port."""
+    from ._dev_engine import open_dev_engine
+
+    async with open_dev_engine() as engine:
+        yield engine
+
+
+@pytest.fixture
+async def iii_worker(iii_engine: DevEngine) -> AsyncIterator[Worker]:
+    """A worker connected to ``iii_engine``, with a name unique to this test session."""
+    from iii_trio import open_worker
+
+    name = f"pytest-worker-{next(_worker_numbers)}"
+    async with open_worker(iii_engine.url, name=name) as worker:
+        yield worker
