@@ -87,6 +87,9 @@ class EngineSession:
         self._drained = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._identity_received = trio.Event()
+        self._pings_sent = 0
+        self._pongs_received = 0
+        self._pong_arrived = trio.Event()
         self.identity: ConnectionIdentity | None = None
         self.closed_because: str | None = None
         self.fatal: RegistrationRejected | None = None
@@ -149,6 +152,24 @@ class EngineSession:
         result: InvocationResult = await trio.lowlevel.wait_task_rescheduled(abort)
         return result
 
+    async def round_trip(self) -> None:
+        """Return once the engine has handled every frame sent before this call.
+
+        The engine handles one connection's frames strictly in order and answers a protocol
+        ``ping`` with a ``pong`` in that order too, so counting pongs is exact.
+
+        Raises:
+            ConnectionLost: the connection ended first.
+        """
+        self.send_nowait(Ping())
+        self._pings_sent += 1
+        target = self._pings_sent
+        while self._pongs_received < target:
+            if self.closed_because is not None:
+                raise ConnectionLost(self.closed_because)
+            await self._pong_arrived.wait()
+        await trio.lowlevel.checkpoint()
+
     # -- running -------------------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -169,6 +190,7 @@ class EngineSession:
             reason = self.closed_because or "the worker is shutting down"
             self.closed_because = reason
             self._fail_pending(self.fatal or ConnectionLost(reason))
+            self._pong_arrived.set()  # round_trip() waiters see closed_because and give up
             await self._websocket.aclose()
 
     async def wait_identity(self) -> ConnectionIdentity:
@@ -241,7 +263,9 @@ class EngineSession:
         elif isinstance(message, Ping):
             self.send_nowait(Pong())
         elif isinstance(message, Pong):
-            pass
+            self._pongs_received += 1
+            arrived, self._pong_arrived = self._pong_arrived, trio.Event()
+            arrived.set()
         elif isinstance(message, UnknownMessage):
             if message.type == "error":
                 logger.warning("engine error frame: %s", message.fields.get("error"))

@@ -326,6 +326,21 @@ class Worker:
         self._registry.add_service(message)
         self._send_if_connected(message)
 
+    async def wait_registered(self) -> None:
+        """Return once the engine has applied every registration this worker made so far.
+
+        Registrations are fire-and-forget on the wire; use this before telling another worker
+        that a function you just registered is there to be called.
+
+        Raises:
+            ConnectionLost: the connection dropped meanwhile (the registrations will be replayed
+                on the next connection; call again).
+        """
+        self._check_open()
+        if self._state is not ConnectionState.CONNECTED:
+            await self.wait_connected()
+        await self._current_session().round_trip()
+
     def _send_if_connected(self, message: Message) -> None:
         # While disconnected the registry holds it; the next connection replays it.
         session = self._session

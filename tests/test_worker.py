@@ -61,6 +61,9 @@ async def test_two_workers_call_each_other_both_ways(iii_engine: DevEngine) -> N
             incremented = await left.trigger("right::inc", n)
             return await left.trigger("left::double", incremented)
 
+        await left.wait_registered()
+        await right.wait_registered()
+
         assert await left.trigger("right::inc", 1) == 2
         assert await right.trigger("left::double", 21) == 42
         assert await right.trigger("left::inc_then_double", 4) == 10
@@ -142,6 +145,7 @@ async def test_metadata_and_context_reach_the_handler(iii_engine: DevEngine) -> 
             )
             return "ok"
 
+        await server.wait_registered()
         await caller.trigger("svc::inspect", {"a": 1}, metadata={"tenant": "acme"})
     assert seen["payload"] == {"a": 1}  # _caller_worker_id moved out of the payload
     assert seen["metadata"] == seen["context_metadata"] == {"tenant": "acme"}
@@ -226,9 +230,9 @@ async def test_leaving_the_block_cancels_handlers_and_closes_within_a_second(
             finally:
                 cancelled.set()
 
+        await server.wait_registered()
         async with iii_trio.open_worker(iii_engine.url, name="client") as client:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(client.trigger_void, "svc::forever", {})
+            await client.trigger_void("svc::forever", {})
             await started.wait()
         exit_started = trio.current_time()
     assert trio.current_time() - exit_started < 1.0
@@ -245,34 +249,35 @@ async def test_caller_gets_invocation_stopped_when_the_server_leaves(
     iii_engine: DevEngine,
 ) -> None:
     started = trio.Event()
-    async with iii_trio.open_worker(iii_engine.url, name="client") as client:
-        async with trio.open_nursery() as nursery:
+    server_scope = trio.CancelScope()
 
-            async def serve_then_leave() -> None:
-                async with iii_trio.open_worker(iii_engine.url, name="server") as server:
+    async def serve(*, task_status: trio.TaskStatus[None]) -> None:
+        with server_scope:
+            async with iii_trio.open_worker(iii_engine.url, name="server") as server:
 
-                    @server.function("svc::hang")
-                    async def hang(payload: Any) -> None:
-                        started.set()
-                        await trio.sleep_forever()
+                @server.function("svc::hang")
+                async def hang(payload: Any) -> None:
+                    started.set()
+                    await trio.sleep_forever()
 
-                    await started.wait()
+                await server.wait_registered()
+                task_status.started()
+                await trio.sleep_forever()
 
-            await nursery.start(_started_after_registration, serve_then_leave, iii_engine)
-            with pytest.raises(iii_trio.InvocationError) as caught:
-                await client.trigger("svc::hang", {})
+    async def leave_once_started() -> None:
+        await started.wait()
+        server_scope.cancel()
+
+    async with (
+        iii_trio.open_worker(iii_engine.url, name="client") as client,
+        trio.open_nursery() as nursery,
+    ):
+        await nursery.start(serve)
+        nursery.start_soon(leave_once_started)
+        with pytest.raises(iii_trio.InvocationError) as caught:
+            await client.trigger("svc::hang", {})
     assert caught.value.code == "invocation_stopped"
-
-
-async def _started_after_registration(
-    serve: Any, engine: DevEngine, *, task_status: trio.TaskStatus[None]
-) -> None:
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(serve)
-        async with iii_trio.open_worker(engine.url, name="probe") as probe:
-            while "svc::hang" not in {f.function_id for f in await probe.list_functions()}:
-                await trio.sleep(0.01)
-        task_status.started()
+    assert caught.value.message == "Invocation stopped"
 
 
 async def test_trigger_void_runs_the_handler(iii_worker: iii_trio.Worker) -> None:
@@ -303,6 +308,7 @@ async def test_namespaced_functions_are_called_with_the_namespace(iii_engine: De
         iii_trio.open_worker(iii_engine.url, name="shop") as shop,
     ):
         billing.register_function("invoice::total", lambda payload: 99)
+        await billing.wait_registered()
         assert await billing.trigger("invoice::total") == 99  # own namespace by default
         assert await shop.trigger("invoice::total", namespace="billing") == 99
         with pytest.raises(iii_trio.FunctionNotFound) as caught:
@@ -336,6 +342,7 @@ async def _worker_details(engine: DevEngine, name: str) -> dict[str, Any]:
         await trio.lowlevel.checkpoint()
         async with iii_trio.open_worker(engine.url, name=name) as target:
             target.register_function(f"{name}::f", lambda payload: None)
+            await target.wait_registered()
             info = await probe.trigger("engine::workers::info", {"name": name})
     return dict(info["worker"])
 
@@ -359,16 +366,19 @@ async def test_unreachable_engine_raises_engine_unavailable_after_the_budget() -
 
 async def test_connection_states_are_watched_until_closed(iii_engine: DevEngine) -> None:
     states: list[iii_trio.ConnectionState] = []
-    async with iii_trio.open_worker(iii_engine.url, name="watched") as worker:
-        async with worker.watch_connection_state() as watch, trio.open_nursery() as nursery:
+    async with (
+        iii_trio.open_worker(iii_engine.url, name="watched") as worker,
+        worker.watch_connection_state() as watch,
+        trio.open_nursery() as nursery,
+    ):
 
-            async def collect() -> None:
-                async for state in watch:
-                    states.append(state)
+        async def collect() -> None:
+            async for state in watch:
+                states.append(state)
 
-            nursery.start_soon(collect)
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.cancel_scope.cancel()
+        nursery.start_soon(collect)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
     assert states == [iii_trio.ConnectionState.CONNECTED]
 
 
