@@ -1,0 +1,529 @@
+"""Collects measurements and renders RESULTS.md (medians and min-max spreads over the rounds)."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import statistics
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Results", "one_line", "profile_summary", "render", "targets_text"]
+
+NOTES_BEGIN = "<!-- notes:begin (kept when this file is regenerated) -->"
+NOTES_END = "<!-- notes:end -->"
+DEFAULT_NOTES = """\
+_Nothing written yet. Profile a worker with
+`python -m benchmarks.run --profile iii-trio --scenario 256x100` and describe here where its time
+goes; this section survives regeneration of the file._"""
+
+
+class Results:
+    """Every measurement of a run, keyed by (section, row, column), one dict per round."""
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        self.skipped: list[tuple[str, str]] = []
+        self.kinds: list[tuple[str, str]] = []
+        self.e2e_configs: list[tuple[str, str]] = []
+        self.load_scenarios: list[str] = []
+        self.e2e_scenarios: list[str] = []
+
+    def add(self, section: str, row: str, col: str, value: dict[str, Any]) -> None:
+        self.cells.setdefault((section, row, col), []).append(value)
+
+    def skip(self, what: str, why: str) -> None:
+        self.skipped.append((what, why))
+
+    def runs(self, section: str, row: str, col: str) -> list[dict[str, Any]]:
+        return self.cells.get((section, row, col), [])
+
+    def values(self, section: str, row: str, col: str, metric: str) -> list[float]:
+        return [
+            float(v[metric])
+            for v in self.runs(section, row, col)
+            if "error" not in v and v.get(metric) is not None
+        ]
+
+    def median(self, section: str, row: str, col: str, metric: str) -> float | None:
+        values = self.values(section, row, col, metric)
+        return statistics.median(values) if values else None
+
+    def by_round(self, section: str, row: str, col: str, metric: str) -> dict[int, float]:
+        return {
+            int(v["round"]): float(v[metric])
+            for v in self.runs(section, row, col)
+            if "error" not in v and v.get(metric) is not None
+        }
+
+    def ratio(
+        self, num: tuple[str, str, str], den: tuple[str, str, str], metric: str
+    ) -> float | None:
+        """Median over rounds of num/den, pairing the two measurements of the same round."""
+        a = self.by_round(*num, metric)
+        b = self.by_round(*den, metric)
+        ratios = [a[r] / b[r] for r in a if b.get(r)]
+        return statistics.median(ratios) if ratios else None
+
+
+# ---------------------------------------------------------------------------------------- format
+
+
+def _int(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def _one(x: float) -> str:
+    return f"{x:,.1f}"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0f}%"
+
+
+def scenario_label(key: str) -> str:
+    inflight, _, size = key.partition("x")
+    n = int(size)
+    size_label = f"{n // 1024} KB" if n % 1024 == 0 else f"{n} B"
+    return f"{inflight} x {size_label}"
+
+
+def _cell(
+    results: Results, section: str, row: str, col: str, metric: str, fmt: Callable[[float], str]
+) -> str:
+    runs = results.runs(section, row, col)
+    if not runs:
+        return "-"
+    values = results.values(section, row, col, metric)
+    failed = len(runs) - len([v for v in runs if "error" not in v])
+    if not values:
+        return "failed"
+    text = fmt(statistics.median(values))
+    if len(values) > 1:
+        text += f" [{fmt(min(values))}-{fmt(max(values))}]"
+    if failed:
+        text += f" ({failed} failed)"
+    return text
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def one_line(value: dict[str, Any]) -> str:
+    """A console summary of one measurement."""
+    parts = []
+    if "calls_per_s" in value:
+        parts.append(f"{value['calls_per_s']:>9,.0f} calls/s")
+        parts.append(
+            f"p50 {value.get('p50_us', 0):>8,.0f} µs p99 {value.get('p99_us', 0):>8,.0f} µs"
+        )
+    for key, label in (
+        ("worker_cpu_us_per_call", "worker"),
+        ("caller_cpu_us_per_call", "caller"),
+        ("echo_cpu_us_per_call", "echo"),
+        ("engine_cpu_us_per_call", "engine"),
+    ):
+        if key in value:
+            parts.append(f"{label} {value[key]:.1f} µs/call")
+    if "peer_cpu_pct" in value and value.get("seconds"):
+        parts.append(f"peer {value['peer_cpu_pct']:.0f}%")
+    if "concurrency" in value:
+        parts.append(f"concurrency {value['concurrency']:.0f}")
+    if "ready_ms" in value:
+        parts.append(f"ready {value['ready_ms']:.0f} ms, idle RSS {value['rss_mib']:.1f} MiB")
+    if "register_ms" in value:
+        parts.append(f"1,000 registrations in {value['register_ms']:.1f} ms")
+    if "error" in value:
+        parts.append(f"ERROR: {value['error']}")
+    return "  ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------- targets
+
+
+def targets(results: Results) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for each goal of issue #3 that this run can judge."""
+    out: list[tuple[str, str, str]] = []
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "**not met**")
+
+    def add(target: str, value: float | None, fmt: Callable[[float], str], ok: bool | None) -> None:
+        out.append((target, "-" if value is None else fmt(value), verdict(ok)))
+
+    thr = results.median("load", "iii-trio", "256x100", "calls_per_s")
+    add(
+        "iii-trio, 256 in flight, 100 B: ≥ 40,000 calls/s",
+        thr,
+        _int,
+        None if thr is None else thr >= 40_000,
+    )
+    rel = results.ratio(
+        ("load", "iii-trio", "256x100"), ("load", "bare-sansio", "256x100"), "calls_per_s"
+    )
+    add(
+        "… and ≥ 60% of bare sans-I/O in the same run",
+        rel,
+        lambda x: f"{100 * x:.0f}%",
+        None if rel is None else rel >= 0.6,
+    )
+    thr10 = results.median("load", "iii-trio", "256x10240", "calls_per_s")
+    add(
+        "iii-trio, 256 in flight, 10 KB: ≥ 15,000 calls/s",
+        thr10,
+        _int,
+        None if thr10 is None else thr10 >= 15_000,
+    )
+    lat = results.ratio(("load", "iii-trio", "1x100"), ("load", "bare-sansio", "1x100"), "p50_us")
+    add(
+        "1 in flight, 100 B: p50 ≤ 1.3x bare sans-I/O",
+        lat,
+        lambda x: f"{x:.2f}x",
+        None if lat is None else lat <= 1.3,
+    )
+    ready = results.median("startup", "iii-trio", "startup", "ready_ms")
+    add(
+        "start to ready < 300 ms",
+        ready,
+        lambda x: f"{x:.0f} ms",
+        None if ready is None else ready < 300,
+    )
+    rss = results.median("startup", "iii-trio", "startup", "rss_mib")
+    add("idle RSS < 35 MiB", rss, lambda x: f"{x:.1f} MiB", None if rss is None else rss < 35)
+    reg = results.median("register", "iii-trio", "1000", "register_ms")
+    add(
+        "1,000 functions registered < 30 ms",
+        reg,
+        lambda x: f"{x:.1f} ms",
+        None if reg is None else reg < 30,
+    )
+    conc = results.median("nested", "iii-trio", "sleep", "concurrency")
+    add(
+        "handlers run concurrently (mean running of 256 sleeping handlers ≥ 128)",
+        conc,
+        _int,
+        None if conc is None else conc >= 128,
+    )
+    relay_runs = results.runs("nested", "iii-trio", "relay")
+    if relay_runs:
+        stuck = sum(int(v.get("stuck", 0)) for v in relay_runs)
+        ok = all("error" not in v for v in relay_runs)
+        out.append(
+            (
+                "handler calling another function, 256 in flight: no deadlock",
+                f"{stuck} calls stuck",
+                verdict(ok),
+            )
+        )
+    else:
+        out.append(("handler calling another function, 256 in flight: no deadlock", "-", "n/a"))
+    e2e = results.median("e2e", "iii-trio-pair", "256x100", "calls_per_s")
+    direct_over_e2e = None
+    if e2e and thr:
+        direct_over_e2e = thr / e2e
+    add(
+        "dev engine: direct ÷ end-to-end (256 x 100 B) ≤ 2",
+        direct_over_e2e,
+        lambda x: f"{x:.2f}",
+        None if direct_over_e2e is None else direct_over_e2e <= 2,
+    )
+    return out
+
+
+def targets_text(results: Results) -> str:
+    lines = ["targets:"]
+    for target, measured, verdict in targets(results):
+        lines.append(f"  {verdict:12} {measured:>14}  {target}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------- render
+
+
+def _preserved_notes(previous: str | None) -> str:
+    if previous and NOTES_BEGIN in previous and NOTES_END in previous:
+        inner = previous.split(NOTES_BEGIN, 1)[1].split(NOTES_END, 1)[0].strip("\n")
+        if inner.strip():
+            return inner
+    return DEFAULT_NOTES
+
+
+def render(
+    results: Results,
+    *,
+    config: Any,
+    facts: dict[str, str],
+    command: str,
+    started: datetime.datetime,
+    elapsed: float,
+    previous: str | None,
+) -> str:
+    kinds = results.kinds
+    scen = results.load_scenarios
+    heads = ["worker", *[scenario_label(s) for s in scen]]
+    lines: list[str] = ["# iii worker benchmarks", ""]
+    if config.quick:
+        lines += [
+            "> **Quick smoke run** (`--quick`): one round, short windows. The numbers only show",
+            "> that the harness works; run `python -m benchmarks.run` for figures worth comparing.",
+            "",
+        ]
+    lines += [
+        f"- Command: `{command}`",
+        f"- Date: {started:%Y-%m-%d %H:%M} UTC, {elapsed / 60:.1f} minutes",
+        f"- Rounds: {config.rounds}, interleaved (every worker kind runs each scenario in turn,"
+        " the order rotating each round); each cell: "
+        f"{config.warmup:g} s warm-up, {config.duration:g} s measured; "
+        "a fresh worker process per cell",
+        "- Cells: median over rounds, [min-max] when there is more than one round",
+    ]
+    lines += [f"- {k}: {v}" for k, v in facts.items()]
+    lines += ["", "## Targets (issue #3)", ""]
+    lines += _table(["target", "measured (median)", "verdict"], [list(t) for t in targets(results)])
+
+    def load_table(title: str, metric: str, fmt: Callable[[float], str], note: str) -> None:
+        nonlocal lines
+        if not any(results.runs("load", k, s) for k, _ in kinds for s in scen):
+            return
+        lines += ["", f"## {title}", "", note, ""]
+        rows = [
+            [label, *[_cell(results, "load", key, s, metric, fmt) for s in scen]]
+            for key, label in kinds
+        ]
+        lines += _table(heads, rows)
+
+    load_table(
+        "Throughput (calls/s)",
+        "calls_per_s",
+        _int,
+        "One worker process echoing `bench::echo`, driven by the fake engine on loopback. "
+        "Columns: calls in flight x JSON payload size.",
+    )
+    load_table(
+        "Latency p50 (µs)",
+        "p50_us",
+        _int,
+        "From the call's frame handed to the kernel to the read that brought its result.",
+    )
+    load_table("Latency p99 (µs)", "p99_us", _int, "Same measure, 99th percentile.")
+    load_table(
+        "Worker CPU per call (µs)",
+        "worker_cpu_us_per_call",
+        _one,
+        "User + system CPU time of the worker process (all threads) during the window, per call.",
+    )
+    load_table(
+        "Fake engine CPU (% of one core)",
+        "peer_cpu_pct",
+        _pct,
+        "The harness's own CPU use during each window. Well below 100% means the fake engine was "
+        "not what limited the worker.",
+    )
+
+    if any(
+        results.runs(sec, k, c)
+        for k, _ in kinds
+        for sec, c in (("startup", "startup"), ("register", "1000"))
+    ):
+        lines += [
+            "",
+            "## Start-up, memory, registration",
+            "",
+            "- Start to ready: from just before the worker process is spawned to the fake engine "
+            "reading its `registerfunction` frame for `bench::echo` (interpreter start, imports, "
+            "connect, handshake and registration included).",
+            "- Idle RSS: resident memory of the worker process after it is ready and has been idle "
+            "(connected, no calls) for 1 s.",
+            "- 1,000 functions: a worker registering 1,000 functions; from the fake engine "
+            "accepting the TCP connection to reading the 1,000th `registerfunction` frame.",
+            "",
+        ]
+        rows = [
+            [
+                label,
+                _cell(results, "startup", key, "startup", "ready_ms", _int),
+                _cell(results, "startup", key, "startup", "rss_mib", _one),
+                _cell(results, "register", key, "1000", "register_ms", _one),
+            ]
+            for key, label in kinds
+        ]
+        lines += _table(
+            ["worker", "start to ready (ms)", "idle RSS (MiB)", "1,000 functions (ms)"], rows
+        )
+
+    nested_rows = [
+        [
+            label,
+            _cell(results, "nested", key, "relay", "calls_per_s", _int),
+            _stuck(results, key),
+            _cell(results, "nested", key, "sleep", "concurrency", _int),
+        ]
+        for key, label in kinds
+        if results.runs("nested", key, "relay")
+    ]
+    if nested_rows:
+        lines += [
+            "",
+            "## Concurrency and nested calls",
+            "",
+            "- Relay: 256 calls in flight of `bench::relay`, whose handler calls `bench::echo` "
+            "through the engine (the fake engine routes it back to the same worker) and returns "
+            "its result. Calls still unanswered 10 s after the load stops count as stuck "
+            "(deadlock).",
+            "- Sleep: 256 calls in flight of `bench::sleep`, whose handler sleeps 20 ms. "
+            "Concurrency = calls/s x 0.02 s, the mean number of handlers running at once "
+            "(256 when fully concurrent, 1 when serial).",
+            "",
+        ]
+        lines += _table(
+            ["worker", "relay calls/s", "relay: stuck calls", "sleep: concurrency"], nested_rows
+        )
+
+    e2e_rows = []
+    for key, label in results.e2e_configs:
+        if not any(results.runs("e2e", key, s) for s in results.e2e_scenarios):
+            continue
+        for s in results.e2e_scenarios:
+            e2e_rows.append(
+                [
+                    label,
+                    scenario_label(s),
+                    _cell(results, "e2e", key, s, "calls_per_s", _int),
+                    _cell(results, "e2e", key, s, "p50_us", _int),
+                    _cell(results, "e2e", key, s, "p99_us", _int),
+                    _cell(results, "e2e", key, s, "engine_cpu_pct", _pct),
+                    _cell(results, "e2e", key, s, "echo_cpu_pct", _pct),
+                    _cell(results, "e2e", key, s, "caller_cpu_pct", _pct)
+                    if key == "iii-trio-pair"
+                    else "-",
+                ]
+            )
+    if e2e_rows:
+        lines += [
+            "",
+            "## End to end through the dev engine",
+            "",
+            "Three processes: `iii_trio.testing.open_dev_engine` on loopback, an echo worker, "
+            "and a caller keeping N calls of `bench::echo` in flight (an iii-trio worker using "
+            "`worker.trigger`, or the harness's bare caller, which isolates the engine's routing "
+            "cost). CPU columns: % of one core used by each process during the window.",
+            "",
+        ]
+        lines += _table(
+            [
+                "pairing",
+                "scenario",
+                "calls/s",
+                "p50 (µs)",
+                "p99 (µs)",
+                "engine CPU",
+                "echo CPU",
+                "caller CPU",
+            ],
+            e2e_rows,
+        )
+        direct = results.median("load", "iii-trio", "256x100", "calls_per_s")
+        pair = results.median("e2e", "iii-trio-pair", "256x100", "calls_per_s")
+        if direct and pair:
+            lines += [
+                "",
+                f"Direct (iii-trio against the fake engine, 256 x 100 B): {_int(direct)} calls/s; "
+                f"end to end between two iii-trio workers: {_int(pair)} calls/s; "
+                f"ratio {direct / pair:.2f} (target ≤ 2).",
+            ]
+
+    failures = [
+        (section, row, col, v["round"] + 1, v["error"])
+        for (section, row, col), runs in results.cells.items()
+        for v in runs
+        if "error" in v
+    ]
+    if results.skipped or failures:
+        lines += ["", "## Skipped and failed", ""]
+        lines += [f"- Skipped {what}: {why}" for what, why in results.skipped]
+        lines += [
+            f"- {section} {row} {col}, round {rnd}: {err}"
+            for section, row, col, rnd, err in failures
+        ]
+
+    lines += [
+        "",
+        "## Where the time goes",
+        "",
+        NOTES_BEGIN,
+        _preserved_notes(previous),
+        NOTES_END,
+        "",
+        "## Method",
+        "",
+        "- The fake engine is the harness process itself: one thread, a `selectors` loop over "
+        "non-blocking sockets, WebSocket framing by hand, orjson. It handshakes like the engine "
+        "(`workerregistered` first, answers `engine::workers::register` when asked with an id), "
+        "then keeps N `invokefunction` frames in flight, sending a new one for each "
+        "`invocationresult`, all frames produced by one read written with one `send`. Every "
+        "result is checked against the payload; a cell with errors, wrong results, lost "
+        "connections or unanswered calls is reported as failed.",
+        "- Each worker kind is a standalone script under `benchmarks/workers/` taking the engine "
+        "URL; every cell starts a fresh process and stops it afterwards.",
+        "- Calls/s counts results received inside the measured window. Worker CPU is read with "
+        "psutil at both edges of the window.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _stuck(results: Results, key: str) -> str:
+    runs = results.runs("nested", key, "relay")
+    if not runs:
+        return "-"
+    return ", ".join(
+        str(int(v.get("stuck", 0))) if "error" not in v or "stuck" in v else "failed" for v in runs
+    )
+
+
+# ---------------------------------------------------------------------------------------- profile
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+def _frame_name(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if match is None:
+        return frame.strip()
+    path = match["file"]
+    for marker in ("site-packages/", "lib/python3"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+    return f"{match['func']} ({path})"
+
+
+def profile_summary(collapsed: str, top: int = 25) -> str:
+    """Self and inclusive sample shares per function from py-spy's collapsed (raw) stacks."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame_name(f) for f in stack.split(";") if f]
+        # The first frame is the thread ("process 1:"/"thread (0x...)") when py-spy adds it.
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    if not total:
+        return "no samples"
+    out = [f"{total} samples", "", "self time:"]
+    out += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
+    out += ["", "inclusive time:"]
+    out += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
+    return "\n".join(out)

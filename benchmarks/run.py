@@ -1,0 +1,716 @@
+"""Run the iii worker benchmarks and write benchmarks/RESULTS.md.
+
+    python -m benchmarks.run            # full run, 3 interleaved rounds (about 10 minutes)
+    python -m benchmarks.run --quick    # smoke run (about a minute), writes RESULTS-quick.md
+    python -m benchmarks.run --profile iii-trio --scenario 256x100   # py-spy one worker
+
+See benchmarks/README.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import orjson
+
+from benchmarks import _report
+from benchmarks._peer import Peer, PeerConnection
+from benchmarks._procs import Child, Processes, install_signal_handlers
+
+BENCH_DIR = Path(__file__).resolve().parent
+WORKERS = BENCH_DIR / "workers"
+NODE_DIR = WORKERS / "node"
+ECHO = "bench::echo"
+READY_TIMEOUT = 20.0
+SLEEP_SECONDS = 0.02  # what bench::sleep sleeps (workers/_args.py)
+
+#: (calls in flight, payload bytes)
+LOAD_SCENARIOS: list[tuple[int, int]] = [
+    (1, 100),
+    (16, 100),
+    (256, 100),
+    (1, 10240),
+    (16, 10240),
+    (256, 10240),
+]
+E2E_SCENARIOS: list[tuple[int, int]] = [(1, 100), (256, 100), (256, 10240)]
+
+
+def scenario_key(inflight: int, size: int) -> str:
+    return f"{inflight}x{size}"
+
+
+def payload(size: int) -> dict[str, str]:
+    """A JSON object whose compact encoding is exactly ``size`` bytes (``{"data":"xx…"}``)."""
+    return {"data": "x" * max(0, size - 11)}
+
+
+# ---------------------------------------------------------------------------------------- kinds
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of worker: a standalone script taking ``URL [--functions N] [--extra]``."""
+
+    key: str
+    label: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    #: Registers bench::relay and bench::sleep with --extra.
+    extra: bool = False
+    #: Python statement that must run cleanly for the kind to be usable.
+    check: str | None = None
+    #: Files that must exist for the kind to be usable, with how to get them.
+    needs: tuple[tuple[Path, str], ...] = ()
+
+
+def all_kinds() -> list[Kind]:
+    py = sys.executable
+    otel_off = (("OTEL_ENABLED", "false"),)
+    return [
+        Kind(
+            "iii-trio",
+            "iii-trio",
+            (py, str(WORKERS / "iii_trio_echo.py")),
+            extra=True,
+            check="import iii_trio; iii_trio.open_worker",
+        ),
+        Kind(
+            "official",
+            "official Python iii-sdk (defaults)",
+            (py, str(WORKERS / "official_echo.py")),
+            extra=True,
+            check="import iii",
+        ),
+        Kind(
+            "official-otel-off",
+            "official Python iii-sdk, OTEL_ENABLED=false",
+            (py, str(WORKERS / "official_echo.py")),
+            env=otel_off,
+            extra=True,
+            check="import iii",
+        ),
+        Kind(
+            "node-otel-off",
+            "official Node iii-sdk, OTEL_ENABLED=false",
+            ("node", str(NODE_DIR / "echo.mjs")),
+            env=otel_off,
+            extra=True,
+            needs=(
+                (
+                    NODE_DIR / "node_modules" / "iii-sdk" / "package.json",
+                    "npm install --prefix benchmarks/workers/node",
+                ),
+            ),
+        ),
+        Kind(
+            "bare-trio-websocket",
+            "bare trio + trio-websocket + orjson (no SDK)",
+            (py, str(WORKERS / "bare_trio_websocket_echo.py")),
+            check="import trio_websocket",
+        ),
+        Kind(
+            "bare-sansio",
+            "bare trio + websockets sans-I/O + orjson (no SDK, the limit)",
+            (py, str(WORKERS / "bare_sansio_echo.py")),
+        ),
+    ]
+
+
+def why_unusable(kind: Kind) -> str | None:
+    """None if ``kind`` can run here, else the reason it is skipped."""
+    if kind.argv[0] == "node" and shutil.which("node") is None:
+        return "node is not installed"
+    for path, how in kind.needs:
+        if not path.exists():
+            return f"{path.relative_to(BENCH_DIR.parent)} is missing (run `{how}`)"
+    if kind.check is not None:
+        return python_check(kind.check)
+    return None
+
+
+def python_check(statement: str) -> str | None:
+    proc = subprocess.run(
+        [sys.executable, "-c", statement],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return f"`{statement}` failed: {lines[-1] if lines else proc.returncode}"
+
+
+@dataclass(frozen=True)
+class E2EConfig:
+    """An end-to-end pairing through the dev engine: a caller and an echo worker kind."""
+
+    key: str
+    label: str
+    caller: str  # "iii-trio" (a worker process) or "peer" (the harness's bare caller)
+    echo: str  # Kind key
+
+
+E2E_CONFIGS = [
+    E2EConfig(
+        "iii-trio-pair", "iii-trio caller → dev engine → iii-trio echo", "iii-trio", "iii-trio"
+    ),
+    E2EConfig("peer-iii-trio", "bare caller → dev engine → iii-trio echo", "peer", "iii-trio"),
+    E2EConfig("peer-bare", "bare caller → dev engine → bare sans-I/O echo", "peer", "bare-sansio"),
+]
+
+
+# ---------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class Config:
+    rounds: int = 3
+    warmup: float = 0.5
+    duration: float = 2.5
+    e2e_scenarios: list[tuple[int, int]] = field(default_factory=lambda: list(E2E_SCENARIOS))
+    load_scenarios: list[tuple[int, int]] = field(default_factory=lambda: list(LOAD_SCENARIOS))
+    quick: bool = False
+    kinds: list[str] | None = None
+    sections: set[str] = field(
+        default_factory=lambda: {"load", "startup", "register", "nested", "e2e"}
+    )
+
+
+# ---------------------------------------------------------------------------------------- bench
+
+
+class Bench:
+    """One harness run: the peer (fake engine), the children, and every measurement made."""
+
+    def __init__(self, config: Config, procs: Processes, home: Path) -> None:
+        self.config = config
+        self.procs = procs
+        self.home = home
+        self.peer = Peer()
+        self.port = self.peer.listen("127.0.0.1")
+        self.url = f"ws://127.0.0.1:{self.port}"
+        self.results = _report.Results()
+        self.kinds: list[Kind] = []
+        self.dev_engine_ok: str | None = None
+
+    # ----------------------------------------------------------------- helpers
+
+    def env(self, kind: Kind | None = None) -> dict[str, str]:
+        env = dict(os.environ)
+        # The official SDKs write a marker file under ~/.iii/run that a killed worker never
+        # removes: give the children a throwaway home so the user's stays clean.
+        env["HOME"] = str(self.home)
+        env.pop("III_URL", None)
+        env.pop("III_WORKER_NAME", None)
+        env.pop("III_NAMESPACE", None)
+        env.pop("OTEL_ENABLED", None)
+        if kind is not None:
+            env.update(dict(kind.env))
+        return env
+
+    def kind(self, key: str) -> Kind | None:
+        return next((k for k in self.kinds if k.key == key), None)
+
+    def start_worker(
+        self, kind: Kind, extra_args: Sequence[str] = ()
+    ) -> tuple[Child, PeerConnection | None, int]:
+        """Spawn ``kind`` against the fake engine; wait until it registered bench::echo."""
+        t0 = time.perf_counter_ns()
+        child = self.procs.spawn(kind.key, [*kind.argv, self.url, *extra_args], env=self.env(kind))
+        self.peer.wait_until(
+            lambda: self.peer.find_registration(ECHO) is not None,
+            READY_TIMEOUT,
+            alive=child.alive,
+        )
+        return child, self.peer.find_registration(ECHO), t0
+
+    def stop_worker(self, child: Child) -> None:
+        self.procs.stop(child)
+        self.peer.wait_until(lambda: not self.peer.connections, 2.0)
+        for conn in list(self.peer.connections):
+            self.peer.drop(conn)
+
+    def not_ready(self, child: Child) -> dict[str, Any]:
+        code = child.popen.poll()
+        state = f"exited with {code}" if code is not None else f"not ready in {READY_TIMEOUT:.0f} s"
+        tail = child.stderr_tail(8)
+        return {"error": f"{child.name} {state}" + (f": {tail}" if tail else "")}
+
+    @staticmethod
+    def check_load(result: dict[str, Any]) -> dict[str, Any]:
+        problems = []
+        if result.get("lost"):
+            problems.append("connection lost")
+        for key in ("errors", "mismatches", "stuck"):
+            if result.get(key):
+                problems.append(f"{result[key]} {key}")
+        if problems:
+            result["error"] = ", ".join(problems)
+            if result.get("last_error"):
+                result["error"] += f" (last error: {result['last_error']})"
+        return result
+
+    def log(self, text: str) -> None:
+        print(text, flush=True)
+
+    # ----------------------------------------------------------------- measurements
+
+    def measure_load(self, kind: Kind, inflight: int, size: int) -> dict[str, Any]:
+        child, conn, _ = self.start_worker(kind)
+        try:
+            if conn is None:
+                return self.not_ready(child)
+            result = self.peer.run_load(
+                conn,
+                ECHO,
+                payload(size),
+                inflight=inflight,
+                warmup=self.config.warmup,
+                duration=self.config.duration,
+                cpu_probes={"worker": child.cpu_seconds},
+            )
+            return self.check_load(dict(result))
+        finally:
+            self.stop_worker(child)
+
+    def measure_startup(self, kind: Kind) -> dict[str, Any]:
+        child, conn, t0 = self.start_worker(kind)
+        try:
+            if conn is None:
+                return self.not_ready(child)
+            ready_ms = (conn.functions[ECHO] - t0) / 1e6
+            self.peer.wait_until(lambda: False, 1.0)  # serve, idle, for one second
+            return {"ready_ms": ready_ms, "rss_mib": child.rss_bytes() / 2**20}
+        finally:
+            self.stop_worker(child)
+
+    def measure_registration(self, kind: Kind, count: int = 1000) -> dict[str, Any]:
+        child, conn, _ = self.start_worker(kind, ["--functions", str(count)])
+        try:
+            if conn is None:
+                return self.not_ready(child)
+            self.peer.wait_until(lambda: len(conn.registration_times) >= count, 2.0)
+            times = conn.registration_times
+            if len(times) < count:
+                return {"error": f"only {len(times)} registerfunction frames arrived"}
+            return {"register_ms": (times[count - 1] - conn.accepted_ns) / 1e6}
+        finally:
+            self.stop_worker(child)
+
+    def measure_nested(self, kind: Kind) -> tuple[dict[str, Any], dict[str, Any]]:
+        """256 in flight of bench::relay (each calls bench::echo), then of bench::sleep."""
+        child, conn, _ = self.start_worker(kind, ["--extra"])
+        try:
+            if conn is None:
+                failed = self.not_ready(child)
+                return failed, failed
+            relay = self.peer.run_load(
+                conn,
+                "bench::relay",
+                payload(100),
+                inflight=256,
+                warmup=self.config.warmup,
+                duration=self.config.duration,
+                drain_timeout=10.0,
+                cpu_probes={"worker": child.cpu_seconds},
+            )
+            relay = self.check_load(dict(relay))
+            if conn.closed:
+                return relay, {"error": "connection lost during the relay run"}
+            sleep = self.peer.run_load(
+                conn,
+                "bench::sleep",
+                payload(100),
+                inflight=256,
+                warmup=self.config.warmup,
+                duration=self.config.duration,
+                drain_timeout=10.0,
+                cpu_probes={"worker": child.cpu_seconds},
+            )
+            sleep = self.check_load(dict(sleep))
+            sleep["concurrency"] = sleep["calls_per_s"] * SLEEP_SECONDS
+            return relay, sleep
+        finally:
+            self.stop_worker(child)
+
+    def start_dev_engine(self) -> tuple[Child, str | None]:
+        engine = self.procs.spawn(
+            "dev-engine",
+            [sys.executable, str(WORKERS / "dev_engine.py")],
+            env=self.env(),
+            stdout_pipe=True,
+        )
+        line = engine.read_line(READY_TIMEOUT)
+        if line is None or not line.startswith("ws://"):
+            return engine, None
+        return engine, line.strip()
+
+    def measure_e2e(self, config: E2EConfig, inflight: int, size: int) -> dict[str, Any]:
+        echo_kind = self.kind(config.echo)
+        if echo_kind is None:
+            return {"error": f"{config.echo} worker unavailable"}
+        started: list[Child] = []
+        conn: PeerConnection | None = None
+        try:
+            engine, url = self.start_dev_engine()
+            started.append(engine)
+            if url is None:
+                return {"error": "dev engine did not start: " + engine.stderr_tail(8)}
+            echo = self.procs.spawn(echo_kind.key, [*echo_kind.argv, url], env=self.env(echo_kind))
+            started.append(echo)
+            probes: dict[str, Callable[[], float]] = {
+                "engine": engine.cpu_seconds,
+                "echo": echo.cpu_seconds,
+            }
+            if config.caller == "peer":
+                conn = self.peer.connect(url)
+                if not self.wait_callable(conn, size, alive=echo.alive):
+                    return {"error": "bench::echo never answered: " + echo.stderr_tail(8)}
+                result = self.peer.run_load(
+                    conn,
+                    ECHO,
+                    payload(size),
+                    inflight=inflight,
+                    warmup=self.config.warmup,
+                    duration=self.config.duration,
+                    cpu_probes=probes,
+                    strip_caller_id=True,
+                )
+                return self.check_load(dict(result))
+            caller = self.procs.spawn(
+                "iii-trio-caller",
+                [
+                    sys.executable,
+                    str(WORKERS / "iii_trio_caller.py"),
+                    url,
+                    "--inflight",
+                    str(inflight),
+                    "--payload-bytes",
+                    str(size),
+                    "--warmup",
+                    str(self.config.warmup),
+                    "--duration",
+                    str(self.config.duration),
+                ],
+                env=self.env(),
+                stdout_pipe=True,
+            )
+            started.append(caller)
+            probes["caller"] = caller.cpu_seconds
+            return self.run_caller(caller, probes)
+        finally:
+            if conn is not None:
+                self.peer.drop(conn)
+            for child in reversed(started):
+                self.procs.stop(child)
+
+    def wait_callable(self, conn: PeerConnection, size: int, alive: Callable[[], bool]) -> bool:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline and alive() and not conn.closed:
+            reply = self.peer.call_once(conn, ECHO, payload(size), 2.0)
+            if reply is not None and "error" not in reply:
+                return True
+            self.peer.wait_until(lambda: False, 0.05)
+        return False
+
+    def run_caller(self, caller: Child, probes: dict[str, Callable[[], float]]) -> dict[str, Any]:
+        start = caller.read_line(READY_TIMEOUT + self.config.warmup + 10)
+        if start is None:
+            return {"error": "iii-trio caller did not start: " + caller.stderr_tail(8)}
+        cpu0 = {name: probe() for name, probe in probes.items()}
+        end = caller.read_line(self.config.duration + 30)
+        cpu1 = {name: probe() for name, probe in probes.items()}
+        if end is None:
+            return {"error": "iii-trio caller did not finish: " + caller.stderr_tail(8)}
+        result: dict[str, Any] = orjson.loads(end)
+        seconds = result.get("seconds") or 0.0
+        calls = result.get("calls") or 0
+        for name in probes:
+            used = cpu1[name] - cpu0[name]
+            result[f"{name}_cpu_pct"] = 100.0 * used / seconds if seconds else 0.0
+            result[f"{name}_cpu_us_per_call"] = 1e6 * used / calls if calls else 0.0
+        return self.check_load(result)
+
+    # ----------------------------------------------------------------- rounds
+
+    def run(self) -> None:
+        cfg = self.config
+        self.kinds = []
+        for kind in all_kinds():
+            if cfg.kinds is not None and kind.key not in cfg.kinds:
+                continue
+            reason = why_unusable(kind)
+            if reason is None:
+                self.kinds.append(kind)
+            else:
+                self.results.skip(kind.label, reason)
+                self.log(f"skip {kind.key}: {reason}")
+        if "e2e" in cfg.sections:
+            self.dev_engine_ok = python_check(
+                "import iii_trio.testing as t; t.open_dev_engine; import iii_trio; "
+                "iii_trio.open_worker"
+            )
+            if self.dev_engine_ok is not None:
+                self.results.skip("end-to-end through the dev engine", self.dev_engine_ok)
+                self.log(f"skip e2e: {self.dev_engine_ok}")
+        self.results.kinds = [(k.key, k.label) for k in self.kinds]
+        self.results.e2e_configs = [(c.key, c.label) for c in E2E_CONFIGS]
+        self.results.load_scenarios = [scenario_key(*s) for s in cfg.load_scenarios]
+        self.results.e2e_scenarios = [scenario_key(*s) for s in cfg.e2e_scenarios]
+        for rnd in range(cfg.rounds):
+            self.run_round(rnd)
+
+    def rotated(self, items: list[Any], rnd: int) -> list[Any]:
+        if not items:
+            return items
+        shift = rnd % len(items)
+        return items[shift:] + items[:shift]
+
+    def record(self, section: str, row: str, col: str, rnd: int, value: dict[str, Any]) -> None:
+        value["round"] = rnd
+        self.results.add(section, row, col, value)
+        self.log(f"  [{rnd + 1}] {section:8} {col:10} {row:22} {_report.one_line(value)}")
+
+    def run_round(self, rnd: int) -> None:
+        cfg = self.config
+        self.log(f"round {rnd + 1}/{cfg.rounds}")
+        kinds = self.rotated(self.kinds, rnd)
+        if "load" in cfg.sections:
+            for inflight, size in cfg.load_scenarios:
+                col = scenario_key(inflight, size)
+                for kind in kinds:
+                    self.record("load", kind.key, col, rnd, self.measure_load(kind, inflight, size))
+        if "startup" in cfg.sections:
+            for kind in kinds:
+                self.record("startup", kind.key, "startup", rnd, self.measure_startup(kind))
+        if "register" in cfg.sections:
+            for kind in kinds:
+                self.record("register", kind.key, "1000", rnd, self.measure_registration(kind))
+        if "nested" in cfg.sections:
+            for kind in kinds:
+                if kind.extra:
+                    relay, sleep = self.measure_nested(kind)
+                    self.record("nested", kind.key, "relay", rnd, relay)
+                    self.record("nested", kind.key, "sleep", rnd, sleep)
+        if "e2e" in cfg.sections and self.dev_engine_ok is None:
+            for inflight, size in cfg.e2e_scenarios:
+                col = scenario_key(inflight, size)
+                for config in self.rotated(E2E_CONFIGS, rnd):
+                    self.record(
+                        "e2e", config.key, col, rnd, self.measure_e2e(config, inflight, size)
+                    )
+
+    # ----------------------------------------------------------------- profile
+
+    def profile(self, kind_key: str, inflight: int, size: int, out_dir: Path) -> None:
+        kind = next((k for k in all_kinds() if k.key == kind_key), None)
+        if kind is None:
+            raise SystemExit(f"unknown worker kind {kind_key!r}")
+        reason = why_unusable(kind)
+        if reason is not None:
+            raise SystemExit(f"{kind_key} cannot run: {reason}")
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stem = f"{kind.key}-{scenario_key(inflight, size)}"
+        raw = out_dir / f"{stem}.collapsed.txt"
+        child, conn, _ = self.start_worker(kind)
+        try:
+            if conn is None:
+                raise SystemExit(self.not_ready(child)["error"])
+            spy = self.procs.spawn(
+                "py-spy",
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(child.pid),
+                    "--rate",
+                    "200",
+                    "--duration",
+                    str(int(self.config.duration + self.config.warmup + 1)),
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(raw),
+                ],
+                env=self.env(),
+            )
+            self.peer.wait_until(lambda: False, 0.5)  # let py-spy attach
+            result = self.peer.run_load(
+                conn,
+                ECHO,
+                payload(size),
+                inflight=inflight,
+                warmup=self.config.warmup,
+                duration=self.config.duration,
+                cpu_probes={"worker": child.cpu_seconds},
+            )
+            self.log(f"{stem}: {_report.one_line(dict(result))}")
+            spy.popen.wait(self.config.duration + 30)
+        finally:
+            self.stop_worker(child)
+            self.procs.stop_all()
+        if not raw.exists():
+            raise SystemExit("py-spy wrote nothing: " + spy.stderr_tail(8))
+        summary = _report.profile_summary(raw.read_text())
+        (out_dir / f"{stem}.summary.txt").write_text(summary)
+        self.log(summary)
+        self.log(f"collapsed stacks: {raw} (open in speedscope.app or flamegraph.pl)")
+
+
+# ---------------------------------------------------------------------------------------- facts
+
+
+def machine_facts() -> dict[str, str]:
+    facts: dict[str, str] = {}
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    facts["CPU"] = f"{cpu}, {os.cpu_count()} logical cores"
+    facts["OS"] = platform.platform()
+    facts["Python"] = f"{platform.python_implementation()} {platform.python_version()}"
+    versions = []
+    for dist in ("iii-trio", "trio", "trio-websocket", "websockets", "orjson", "iii-sdk", "psutil"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} (not installed)")
+    facts["Python packages"] = ", ".join(versions)
+    node = shutil.which("node")
+    if node:
+        try:
+            node_version = subprocess.run(
+                [node, "--version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            node_version = "?"
+        sdk = NODE_DIR / "node_modules" / "iii-sdk" / "package.json"
+        sdk_version = orjson.loads(sdk.read_bytes()).get("version") if sdk.exists() else None
+        facts["Node"] = f"{node_version}, iii-sdk {sdk_version or '(not installed)'}"
+    if hasattr(os, "getloadavg"):
+        facts["Load average at start"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return facts
+
+
+# ---------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="short smoke run (about a minute)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
+    parser.add_argument("--duration", type=float, help="seconds measured per cell (default 2.5)")
+    parser.add_argument("--warmup", type=float, help="seconds of warm-up per cell (default 0.5)")
+    parser.add_argument(
+        "--kinds", help="comma-separated worker kinds to run (default: all available)"
+    )
+    parser.add_argument(
+        "--sections",
+        help="comma-separated subset of load,startup,register,nested,e2e (default: all)",
+    )
+    parser.add_argument("--output", type=Path, help="report path (default benchmarks/RESULTS.md)")
+    parser.add_argument("--profile", metavar="KIND", help="profile one worker kind with py-spy")
+    parser.add_argument(
+        "--scenario",
+        default="256x100",
+        help="for --profile: INFLIGHTxBYTES (default 256x100)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    config = Config()
+    if args.quick:
+        config.quick = True
+        config.rounds = 1
+        config.warmup = 0.2
+        config.duration = 0.6
+        config.e2e_scenarios = [(1, 100), (256, 100)]
+    if args.rounds is not None:
+        config.rounds = max(1, args.rounds)
+    if args.duration is not None:
+        config.duration = args.duration
+    if args.warmup is not None:
+        config.warmup = args.warmup
+    if args.kinds:
+        config.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if args.sections:
+        config.sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    output = args.output or BENCH_DIR / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
+    command = shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])])
+
+    install_signal_handlers()
+    with tempfile.TemporaryDirectory(prefix="iii-bench-") as tmp:
+        logs = Path(tmp) / "logs"
+        home = Path(tmp) / "home"
+        logs.mkdir()
+        home.mkdir()
+        procs = Processes(logs)
+        bench = Bench(config, procs, home)
+        try:
+            if args.profile:
+                if args.duration is None:
+                    config.duration = 5.0
+                inflight, _, size = args.scenario.partition("x")
+                bench.profile(args.profile, int(inflight), int(size), BENCH_DIR / ".profiles")
+                return 0
+            facts = machine_facts()
+            started = datetime.datetime.now(datetime.timezone.utc)
+            t0 = time.monotonic()
+            print(f"fake engine on {bench.url}; writing {output}", flush=True)
+            bench.run()
+            elapsed = time.monotonic() - t0
+            if hasattr(os, "getloadavg"):
+                facts["Load average at end"] = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+            text = _report.render(
+                bench.results,
+                config=config,
+                facts=facts,
+                command=command,
+                started=started,
+                elapsed=elapsed,
+                previous=output.read_text() if output.exists() else None,
+            )
+            output.write_text(text)
+            print(_report.targets_text(bench.results), flush=True)
+            print(f"wrote {output} in {elapsed:.0f} s", flush=True)
+            return 0
+        except KeyboardInterrupt:
+            print("interrupted; stopping workers", file=sys.stderr, flush=True)
+            return 130
+        finally:
+            procs.stop_all()
+            bench.peer.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
