@@ -154,12 +154,17 @@ class Processes:
 
 
 def install_signal_handlers(on_signal: Callable[[], None] | None = None) -> None:
-    """Turn SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks stop the children."""
+    """Turn SIGINT/SIGTERM/SIGHUP into KeyboardInterrupt so ``finally`` blocks stop the children.
+
+    SIGINT gets Python's default handler back even when the harness was started with SIGINT
+    ignored (as shells do for background jobs), so Ctrl-C and ``kill -INT`` always clean up.
+    """
 
     def handler(signum: int, frame: object) -> None:
         if on_signal is not None:
             on_signal()
         raise KeyboardInterrupt(f"signal {signum}")
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)

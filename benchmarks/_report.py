@@ -515,7 +515,7 @@ def profile_summary(collapsed: str, top: int = 25) -> str:
         # The first frame is the thread ("process 1:"/"thread (0x...)") when py-spy adds it.
         frames = [f for f in frames if not f.startswith(("process ", "thread "))]
         if not frames:
-            continue
+            frames = ["(no Python frame: native code or waiting)"]
         total += count
         own[frames[-1]] += count
         for name in set(frames):

@@ -191,6 +191,8 @@ class Config:
     load_scenarios: list[tuple[int, int]] = field(default_factory=lambda: list(LOAD_SCENARIOS))
     quick: bool = False
     kinds: list[str] | None = None
+    #: Command that starts the engine for the e2e section and prints its URL (default: dev engine).
+    engine_cmd: list[str] | None = None
     sections: set[str] = field(
         default_factory=lambda: {"load", "startup", "register", "nested", "e2e"}
     )
@@ -212,6 +214,7 @@ class Bench:
         self.results = _report.Results()
         self.kinds: list[Kind] = []
         self.dev_engine_ok: str | None = None
+        self.e2e_configs: list[E2EConfig] = []
 
     # ----------------------------------------------------------------- helpers
 
@@ -354,12 +357,8 @@ class Bench:
             self.stop_worker(child)
 
     def start_dev_engine(self) -> tuple[Child, str | None]:
-        engine = self.procs.spawn(
-            "dev-engine",
-            [sys.executable, str(WORKERS / "dev_engine.py")],
-            env=self.env(),
-            stdout_pipe=True,
-        )
+        argv = self.config.engine_cmd or [sys.executable, str(WORKERS / "dev_engine.py")]
+        engine = self.procs.spawn("dev-engine", argv, env=self.env(), stdout_pipe=True)
         line = engine.read_line(READY_TIMEOUT)
         if line is None or not line.startswith("ws://"):
             return engine, None
@@ -367,8 +366,7 @@ class Bench:
 
     def measure_e2e(self, config: E2EConfig, inflight: int, size: int) -> dict[str, Any]:
         echo_kind = self.kind(config.echo)
-        if echo_kind is None:
-            return {"error": f"{config.echo} worker unavailable"}
+        assert echo_kind is not None
         started: list[Child] = []
         conn: PeerConnection | None = None
         try:
@@ -465,16 +463,26 @@ class Bench:
             else:
                 self.results.skip(kind.label, reason)
                 self.log(f"skip {kind.key}: {reason}")
+        self.e2e_configs = []
         if "e2e" in cfg.sections:
-            self.dev_engine_ok = python_check(
-                "import iii_trio.testing as t; t.open_dev_engine; import iii_trio; "
-                "iii_trio.open_worker"
+            self.dev_engine_ok = (
+                None
+                if cfg.engine_cmd
+                else python_check("import iii_trio.testing as t; t.open_dev_engine")
             )
             if self.dev_engine_ok is not None:
                 self.results.skip("end-to-end through the dev engine", self.dev_engine_ok)
                 self.log(f"skip e2e: {self.dev_engine_ok}")
+            else:
+                for e2e in E2E_CONFIGS:
+                    needed = {e2e.echo} | ({"iii-trio"} if e2e.caller == "iii-trio" else set())
+                    missing = [k for k in sorted(needed) if self.kind(k) is None]
+                    if missing:
+                        self.results.skip(e2e.label, f"needs the {', '.join(missing)} worker")
+                    else:
+                        self.e2e_configs.append(e2e)
         self.results.kinds = [(k.key, k.label) for k in self.kinds]
-        self.results.e2e_configs = [(c.key, c.label) for c in E2E_CONFIGS]
+        self.results.e2e_configs = [(c.key, c.label) for c in self.e2e_configs]
         self.results.load_scenarios = [scenario_key(*s) for s in cfg.load_scenarios]
         self.results.e2e_scenarios = [scenario_key(*s) for s in cfg.e2e_scenarios]
         for rnd in range(cfg.rounds):
@@ -515,7 +523,7 @@ class Bench:
         if "e2e" in cfg.sections and self.dev_engine_ok is None:
             for inflight, size in cfg.e2e_scenarios:
                 col = scenario_key(inflight, size)
-                for config in self.rotated(E2E_CONFIGS, rnd):
+                for config in self.rotated(self.e2e_configs, rnd):
                     self.record(
                         "e2e", config.key, col, rnd, self.measure_e2e(config, inflight, size)
                     )
@@ -636,6 +644,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sections",
         help="comma-separated subset of load,startup,register,nested,e2e (default: all)",
     )
+    parser.add_argument(
+        "--engine-cmd",
+        help="command starting the engine for the e2e section; it must print its ws:// URL as "
+        "its first line (default: iii-trio's dev engine, benchmarks/workers/dev_engine.py)",
+    )
     parser.add_argument("--output", type=Path, help="report path (default benchmarks/RESULTS.md)")
     parser.add_argument("--profile", metavar="KIND", help="profile one worker kind with py-spy")
     parser.add_argument(
@@ -663,6 +676,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.warmup = args.warmup
     if args.kinds:
         config.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if args.engine_cmd:
+        config.engine_cmd = shlex.split(args.engine_cmd)
     if args.sections:
         config.sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     output = args.output or BENCH_DIR / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
