@@ -301,7 +301,7 @@ class Peer:
                 self._drop(conn)
 
     def _flush(self) -> None:
-        for conn in self.connections:
+        for conn in list(self.connections) if len(self.connections) > 1 else self.connections:
             if not conn.out:
                 if conn.closing and not conn.wbuf:
                     self._drop(conn)

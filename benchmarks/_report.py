@@ -324,6 +324,16 @@ def render(
         "not what limited the worker.",
     )
 
+    busiest = _busiest_peer(results)
+    if busiest is not None:
+        pct, where = busiest
+        lines += ["", f"Busiest fake-engine window: {pct:.0f}% of one core ({where})."]
+        if pct >= PEER_BUSY_PCT:
+            lines += [
+                f"**Warning:** at {PEER_BUSY_PCT}% or more the fake engine may have limited that "
+                "cell; its figure is a lower bound.",
+            ]
+
     if any(
         results.runs(sec, k, c)
         for k, _ in kinds
@@ -435,6 +445,16 @@ def render(
                 f"end to end between two iii-trio workers: {_int(pair)} calls/s; "
                 f"ratio {direct / pair:.2f} (target ≤ 2).",
             ]
+        bare_direct = results.median("load", "bare-sansio", "256x100", "calls_per_s")
+        bare_e2e = results.median("e2e", "peer-bare", "256x100", "calls_per_s")
+        if bare_direct and bare_e2e:
+            lines += [
+                "",
+                "Engine routing limit: the bare sans-I/O worker serves "
+                f"{_int(bare_direct)} calls/s direct and {_int(bare_e2e)} calls/s behind the "
+                "dev engine with the bare caller "
+                f"(ratio {bare_direct / bare_e2e:.2f}).",
+            ]
 
     failures = [
         (section, row, col, v["round"] + 1, v["error"])
@@ -474,6 +494,22 @@ def render(
         "",
     ]
     return "\n".join(lines)
+
+
+PEER_BUSY_PCT = 85
+
+
+def _busiest_peer(results: Results) -> tuple[float, str] | None:
+    best: tuple[float, str] | None = None
+    for (section, row, col), runs in results.cells.items():
+        if section not in ("load", "nested"):
+            continue
+        for v in runs:
+            pct = v.get("peer_cpu_pct")
+            if pct is not None and "error" not in v and (best is None or pct > best[0]):
+                where = f"{row}, {scenario_label(col) if section == 'load' else col}"
+                best = (float(pct), f"{where}, round {int(v['round']) + 1}")
+    return best
 
 
 def _stuck(results: Results, key: str) -> str:
