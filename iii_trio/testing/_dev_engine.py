@@ -1,0 +1,481 @@
+"""The dev engine's I/O shell: loopback WebSockets around the sans-io :mod:`._engine_state`.
+
+Transport choice (measured; numbers in the section below): the engine serves connections with
+:func:`iii_trio._transport.serve_websockets`, the websockets sans-I/O protocol driven directly
+from trio streams, rather than trio-websocket's ``serve_websocket``.
+
+MEASUREMENT_PLACEHOLDER
+
+Task tree::
+
+    serve_dev_engine                      (startable; open_dev_engine runs it in its nursery)
+    ├── serve_websockets                  accepts upgrades; one handler task per connection
+    │   └── _Server.handle                per worker connection:
+    │       ├── reader (the handler)      decode → EngineState.receive → perform outputs
+    │       └── writer                    drains the connection's outbox, one flush per batch
+    └── _Server.run_timers                sleeps until EngineState.next_deadline, then tick()
+
+Every call into the core is synchronous and performing its outputs never blocks, so no task
+ever waits on another connection. The only waiting is backpressure on a connection's own
+reader: when more than :data:`OUTBOX_CAPACITY` messages are queued for a worker that is not
+reading, the engine stops reading that worker too. Messages other connections route to it are
+still queued without blocking their senders; the real engine holds those in per-invocation
+tasks blocked on the full queue, which is the same amount of memory and the same (lack of)
+progress, without the cross-connection wait that could deadlock two slow workers.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Final, NoReturn, final
+
+import trio
+
+from .._exceptions import ProtocolError
+from .._protocol._codec import decode, encode
+from .._protocol._messages import Message
+from .._transport import Payload, TransportClosed, UpgradeRequest, WebSocket, serve_websockets
+from .._version import __version__
+from ._engine_state import (
+    BASELINE_ENGINE_VERSION,
+    CloseConnection,
+    EngineState,
+    EngineStatistics,
+    Output,
+    Send,
+    TimerArmed,
+    WorkerAnnounced,
+    WorkerConnected,
+    WorkerDisconnected,
+)
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["OUTBOX_CAPACITY", "DevEngine", "open_dev_engine", "serve_dev_engine"]
+
+logger = logging.getLogger("iii_trio.dev_engine")
+
+#: Messages queued for one connection before its own reader waits (the engine's queue size).
+OUTBOX_CAPACITY: Final = 64
+#: The engine's limit for a client to finish sending its upgrade request.
+HANDSHAKE_TIMEOUT: Final = 10.0
+DEFAULT_NAMESPACE_GRACE: Final = 5.0
+_ABORT_TIMEOUT: Final = 0.5
+_TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
+_JSON_WHITESPACE: Final = frozenset(b" \t\r\n")
+_CHANNEL_PATH: Final = "/ws/channels/"
+
+
+@final
+class DevEngine:
+    """A running dev engine, as yielded by :func:`open_dev_engine`.
+
+    Attributes:
+        url: the worker WebSocket URL, ``ws://HOST:PORT``.
+        host: the address it listens on.
+        port: the port it listens on (the real one when 0 was asked for).
+        http_url: the REST API's URL; always ``None`` until the dev engine grows the HTTP
+            trigger, which is what serves that API.
+    """
+
+    def __init__(self, *, host: str, port: int, state: EngineState) -> None:
+        self.host = host
+        self.port = port
+        url_host = f"[{host}]" if ":" in host else host
+        self.url = f"ws://{url_host}:{port}"
+        self.http_url: str | None = None
+        self._state = state
+
+    def statistics(self) -> EngineStatistics:
+        """Current connection, function, binding and pending-invocation counts."""
+        return self._state.statistics()
+
+    def __repr__(self) -> str:
+        return f"<DevEngine {self.url}>"
+
+
+@asynccontextmanager
+async def open_dev_engine(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    http_port: None = None,
+    namespace_grace: float | None = None,
+) -> AsyncIterator[DevEngine]:
+    """Run an in-process iii engine on a loopback port for the duration of the block.
+
+    It speaks the engine's wire protocol (spec/protocol.md) to any worker, ``iii_trio`` or
+    official SDK alike::
+
+        async with open_dev_engine() as engine:
+            async with iii_trio.open_worker(engine.url) as worker:
+                ...
+
+    Args:
+        host: address to listen on.
+        port: port to listen on; 0 picks a free one (see :attr:`DevEngine.port`).
+        http_port: reserved for the REST API, which comes with the HTTP trigger; only ``None``
+            is accepted for now.
+        namespace_grace: seconds a new connection's registrations wait for
+            ``engine::workers::register`` before they go to namespace ``default``. Defaults to
+            ``$III_NAMESPACE_GRACE_MS`` (milliseconds) or 5 s, as in the engine.
+
+    Entering blocks until the port is listening. Leaving drops every connection without a
+    close frame, as the engine does on shutdown, and cancels all of the engine's tasks; it
+    takes well under a second and nothing outlives the block.
+
+    Raises:
+        TypeError: ``http_port`` is not ``None``.
+        OSError: the address cannot be bound.
+    """
+    if http_port is not None:
+        raise TypeError("open_dev_engine(http_port=...) is not supported yet: use None")
+    try:
+        async with trio.open_nursery() as nursery:
+            engine: DevEngine = await nursery.start(
+                functools.partial(serve_dev_engine, host, port, namespace_grace=namespace_grace)
+            )
+            try:
+                yield engine
+            finally:
+                nursery.cancel_scope.cancel(reason="open_dev_engine block exited")
+    except BaseExceptionGroup as group:
+        single = _single_meaningful_exception(group)
+        if single is None:
+            raise
+        _reraise_keeping_context(single)
+
+
+async def serve_dev_engine(
+    host: str,
+    port: int,
+    *,
+    namespace_grace: float | None = None,
+    task_status: trio.TaskStatus[DevEngine] = trio.TASK_STATUS_IGNORED,
+) -> NoReturn:
+    """Serve the dev engine on ``host:port`` until cancelled.
+
+    Start it with ``await nursery.start(serve_dev_engine, host, port)``, which returns the
+    :class:`DevEngine` once the port is listening. Each worker connecting, registering and
+    leaving is logged at INFO on the ``iii_trio.dev_engine`` logger. ``namespace_grace`` is as
+    for :func:`open_dev_engine`.
+
+    Cancellation:
+        Every connection is dropped without a close frame and every task ends.
+    """
+    state = EngineState(
+        grace=_namespace_grace(namespace_grace),
+        version=f"{BASELINE_ENGINE_VERSION}+iii-trio.{__version__}",
+        started_at_ms=_unix_ms(),
+    )
+    server = _Server(state)
+    async with trio.open_nursery() as nursery:
+        listeners: list[trio.SocketListener] = await nursery.start(
+            functools.partial(
+                serve_websockets,
+                server.handle,
+                server.route,
+                host=host,
+                port=port,
+                handshake_timeout=HANDSHAKE_TIMEOUT,
+            )
+        )
+        nursery.start_soon(server.run_timers)
+        bound_port = listeners[0].socket.getsockname()[1]
+        logger.info("dev engine listening on %s:%s", host, bound_port)
+        task_status.started(DevEngine(host=host, port=bound_port, state=state))
+        await trio.sleep_forever()
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _namespace_grace(explicit: float | None) -> float:
+    if explicit is not None:
+        if explicit < 0:
+            raise ValueError(f"namespace_grace must be >= 0, got {explicit!r}")
+        return explicit
+    configured = os.environ.get("III_NAMESPACE_GRACE_MS")
+    if configured is not None:
+        try:
+            milliseconds = int(configured)
+        except ValueError:
+            logger.warning("ignoring III_NAMESPACE_GRACE_MS=%r: not an integer", configured)
+        else:
+            if milliseconds >= 0:
+                return milliseconds / 1000
+            logger.warning("ignoring negative III_NAMESPACE_GRACE_MS=%r", configured)
+    return DEFAULT_NAMESPACE_GRACE
+
+
+def _unix_ms() -> int:
+    # Wall-clock timestamps for connected_at_ms; trio's clock has no epoch.
+    return int(time.time() * 1000)
+
+
+class _Outbox:
+    """Messages waiting to be written to one connection, and the state of its closing."""
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.queue: collections.deque[Message] = collections.deque()
+        self._closing = False
+        #: Drop the socket without a close frame when the connection ends.
+        self.abort = False
+        self.cancel_scope = trio.CancelScope()
+        self._writer_wakeup = trio.Event()
+        self._room = trio.Event()
+
+    def is_closing(self) -> bool:
+        """No more messages are accepted; the writer leaves once the queue is empty."""
+        return self._closing
+
+    def push(self, message: Message) -> None:
+        if not self._closing:
+            self.queue.append(message)
+            self._writer_wakeup.set()
+
+    def finish(self) -> None:
+        self._closing = True
+        self._writer_wakeup.set()
+
+    def take_all(self) -> collections.deque[Message]:
+        batch, self.queue = self.queue, collections.deque()
+        self._room.set()
+        return batch
+
+    @property
+    def is_full(self) -> bool:
+        return len(self.queue) >= OUTBOX_CAPACITY
+
+    async def wait_for_push(self) -> None:
+        """Wait until a message is pushed or :meth:`finish` is called."""
+        self._writer_wakeup = trio.Event()
+        await self._writer_wakeup.wait()
+
+    async def wait_for_take(self) -> None:
+        """Wait until the writer takes the queued messages."""
+        self._room = trio.Event()
+        await self._room.wait()
+
+
+class _Server:
+    """Connects WebSocket connections, the timer and the :class:`EngineState` together."""
+
+    def __init__(self, state: EngineState) -> None:
+        self._state = state
+        self._outboxes: dict[str, _Outbox] = {}
+        self._timer_deadline = math.inf
+        self._timer_wakeup = trio.Event()
+
+    # -- routing -------------------------------------------------------------------------------
+
+    def route(self, request: UpgradeRequest) -> tuple[int, str] | None:
+        """Accept ``/`` and ``/otel``; answer channel and unknown paths like the engine."""
+        if request.path in ("/", "/otel"):
+            return None
+        if request.path.startswith(_CHANNEL_PATH):
+            channel_id = request.path[len(_CHANNEL_PATH) :]
+            if not channel_id or "/" in channel_id:
+                return 404, ""
+            problem = _channel_query_problem(request.query)
+            if problem is not None:
+                return 400, f"Failed to deserialize query string: {problem}"
+            # No channel exists until engine::channels::create is implemented.
+            return 404, "Channel not found"
+        return 404, ""
+
+    async def handle(self, websocket: WebSocket, request: UpgradeRequest) -> None:
+        if request.path == "/otel":
+            await _discard_telemetry(websocket)
+        else:
+            await self._serve_worker(websocket, request)
+
+    # -- one worker connection ---------------------------------------------------------------------
+
+    async def _serve_worker(self, websocket: WebSocket, request: UpgradeRequest) -> None:
+        outbox = _Outbox(websocket)
+        connection_id, outputs = self._state.connect(
+            peer_host=request.peer_host, now=trio.current_time(), connected_at_ms=_unix_ms()
+        )
+        self._outboxes[connection_id] = outbox
+        try:
+            async with trio.open_nursery() as nursery:
+                outbox.cancel_scope = nursery.cancel_scope
+                nursery.start_soon(self._write, outbox)
+                self._perform(outputs)
+                await self._read(connection_id, outbox)
+                if outbox.is_closing() and not outbox.abort:
+                    outbox.finish()  # the writer leaves after the last queued frame
+                else:
+                    nursery.cancel_scope.cancel()
+        finally:
+            del self._outboxes[connection_id]
+            self._perform(self._state.disconnect(connection_id, trio.current_time()))
+            # Eviction and engine shutdown drop the socket without a close frame, as the engine
+            # does; a cancelled scope around us means the engine is shutting down.
+            if outbox.abort or trio.current_effective_deadline() == -math.inf:
+                with trio.move_on_after(_ABORT_TIMEOUT, shield=True):
+                    await websocket.abort()
+
+    async def _read(self, connection_id: str, outbox: _Outbox) -> None:
+        """Feed the connection's messages to the core until it closes or must stop."""
+        receive = self._state.receive
+        websocket = outbox.websocket
+        while not outbox.is_closing():
+            try:
+                frames = await websocket.receive_messages()
+            except TransportClosed:
+                break
+            now = trio.current_time()
+            for is_text, payload in frames:
+                message = _decode_frame(is_text, payload)
+                if message is not None:
+                    self._perform(receive(connection_id, message, now))
+                    if outbox.is_closing():
+                        break
+            # Backpressure: a worker that does not read its messages is not read either.
+            while outbox.is_full and not outbox.is_closing():
+                await outbox.wait_for_take()
+        await trio.lowlevel.checkpoint()
+
+    async def _write(self, outbox: _Outbox) -> None:
+        """Write everything queued with one flush per batch, until the outbox is finished."""
+        websocket = outbox.websocket
+        try:
+            while outbox.queue or not outbox.is_closing():
+                if not outbox.queue:
+                    await outbox.wait_for_push()
+                    continue
+                for message in outbox.take_all():
+                    websocket.send_text(encode(message))
+                await websocket.flush()
+        except TransportClosed:
+            outbox.cancel_scope.cancel()
+        await trio.lowlevel.checkpoint()
+
+    # -- outputs and timers ------------------------------------------------------------------------
+
+    def _perform(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            if type(output) is Send:
+                outbox = self._outboxes.get(output.connection_id)
+                if outbox is not None:
+                    outbox.push(output.message)
+            elif isinstance(output, CloseConnection):
+                self._close(output)
+            elif isinstance(output, TimerArmed):
+                if output.deadline < self._timer_deadline:
+                    self._timer_wakeup.set()
+            elif isinstance(output, WorkerConnected):
+                logger.info(
+                    "worker connected: id=%s peer=%s", output.connection_id, output.peer_host
+                )
+            elif isinstance(output, WorkerAnnounced):
+                logger.info(
+                    "worker registered: id=%s name=%s namespace=%s",
+                    output.connection_id,
+                    output.name,
+                    output.namespace,
+                )
+            elif isinstance(output, WorkerDisconnected):
+                logger.info(
+                    "worker left: id=%s name=%s namespace=%s",
+                    output.connection_id,
+                    output.name,
+                    output.namespace,
+                )
+
+    def _close(self, request: CloseConnection) -> None:
+        outbox = self._outboxes.get(request.connection_id)
+        if outbox is None:
+            return
+        outbox.finish()
+        if not request.drain:
+            outbox.abort = True
+            outbox.cancel_scope.cancel()
+
+    async def run_timers(self) -> NoReturn:
+        """Call :meth:`EngineState.tick` whenever its next deadline passes."""
+        while True:
+            deadline = self._state.next_deadline()
+            self._timer_deadline = math.inf if deadline is None else deadline
+            self._timer_wakeup = trio.Event()
+            with trio.move_on_at(self._timer_deadline):
+                await self._timer_wakeup.wait()
+            self._perform(self._state.tick(trio.current_time()))
+
+
+def _decode_frame(is_text: bool, payload: Payload) -> Message | None:
+    if not payload:
+        return None
+    if not is_text and bytes(payload[:4]) in _TELEMETRY_PREFIXES:
+        return None  # OTLP/metrics/logs telemetry: accepted and ignored
+    if payload[0] in _JSON_WHITESPACE and not bytes(payload).strip():
+        return None
+    try:
+        return decode(payload)
+    except ProtocolError as exc:
+        logger.debug("dropping malformed frame: %s", exc)
+        return None
+
+
+async def _discard_telemetry(websocket: WebSocket) -> None:
+    # /otel never registers a worker and never answers anything but WebSocket pings.
+    try:
+        while True:
+            await websocket.receive_messages()
+    except TransportClosed:
+        pass
+    await trio.lowlevel.checkpoint()
+
+
+def _channel_query_problem(query: Mapping[str, list[str]]) -> str | None:
+    """What the engine's query-string parser would reject in a channel URL, if anything."""
+    if not query.get("key"):
+        return "missing field `key`"
+    directions = query.get("dir")
+    if not directions:
+        return "missing field `dir`"
+    if directions[0] not in ("read", "write"):
+        return f"unknown variant `{directions[0]}`, expected `read` or `write`"
+    return None
+
+
+def _single_meaningful_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception worth raising from ``group``, or ``None`` if it holds several."""
+    leaves = list(_leaves(group))
+    for leaf in leaves:
+        if isinstance(leaf, KeyboardInterrupt):
+            return leaf
+    meaningful = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
+    if not meaningful:
+        return leaves[0]
+    return meaningful[0] if len(meaningful) == 1 else None
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found.extend(_leaves(exc))
+        else:
+            found.append(exc)
+    return found
+
+
+def _reraise_keeping_context(exc: BaseException) -> NoReturn:
+    # Raising a leaf inside ``except`` would make the group its __context__; keep the original.
+    context = exc.__context__
+    try:
+        raise exc
+    finally:
+        exc.__context__ = context
+        del exc, context
