@@ -194,7 +194,14 @@ class WebSocket:
         messages: list[tuple[bool, Payload]] = []
         self._take_messages(messages)
         while not messages:
-            if self._protocol.state is State.CLOSED or self._closed:
+            # A received close frame ends the connection for us at once: waiting for the peer's
+            # EOF would keep a server's handler (and its peer, which waits for the server to
+            # close first) alive for nothing.
+            if (
+                self._protocol.state is State.CLOSED
+                or self._closed
+                or self._protocol.close_rcvd is not None
+            ):
                 await self._flush_quietly()  # the reply to a close frame, if any
                 raise self._closed_error()
             await self._receive_into_protocol()
