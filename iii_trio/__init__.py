@@ -7,7 +7,7 @@
         total = await worker.trigger("math::add", {"a": 1, "b": 2})
 """
 
-import contextlib
+import contextlib as _contextlib
 
 from ._context import Context as Context
 from ._context import get_context as get_context
@@ -59,7 +59,7 @@ def _fix_module_names() -> None:
     for name in __all__:
         value = globals()[name]
         if getattr(value, "__module__", "").startswith("iii_trio._"):
-            with contextlib.suppress(AttributeError, TypeError):  # read-only attributes
+            with _contextlib.suppress(AttributeError, TypeError):  # read-only attributes
                 value.__module__ = __name__
 
 

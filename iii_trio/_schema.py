@@ -89,7 +89,10 @@ def _describe_union(args: tuple[Any, ...], *, seen: frozenset[type[Any]]) -> dic
 def _describe_attrs(cls: type[Any], *, seen: frozenset[type[Any]]) -> dict[str, Any]:
     if cls in seen:
         raise _NoSchema  # recursive types would need $defs; better no schema than a wrong one
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # e.g. a name imported only under TYPE_CHECKING
+        raise _NoSchema from None
     properties: dict[str, Any] = {}
     required: list[str] = []
     for field in attrs.fields(cls):

@@ -19,6 +19,7 @@ happy path pays nothing for good error messages.
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ from ._messages import (
     ApiKeyAuth,
     BearerAuth,
     EnqueueAction,
+    ErrorBody,
     HmacAuth,
     HttpAuth,
     HttpInvocationRef,
@@ -96,10 +98,23 @@ def _is_type(*candidates: Any) -> Callable[[Any], bool]:
     return lambda declared: any(declared == candidate for candidate in candidates)
 
 
+def _is_list_type(declared: Any) -> bool:
+    return declared is list or typing.get_origin(declared) is list
+
+
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
     converter = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
     for kind in (str, int, bool, float):
         converter.register_structure_hook(kind, _strict(kind))
+
+    def structure_list(value: Any, declared: Any) -> list[Any]:
+        # cattrs would turn any iterable (a string, an object's keys) into a list.
+        if type(value) is not list:
+            raise TypeError(f"expected list, got {type(value).__name__}")
+        (item_type,) = typing.get_args(declared) or (Any,)
+        return [converter.structure(item, item_type) for item in value]
+
+    converter.register_structure_hook_func(_is_list_type, structure_list)
     converter.register_structure_hook_func(
         _is_type(TriggerAction, TriggerAction | None), _structure_action
     )
@@ -125,6 +140,9 @@ def _make_converter(*, detailed: bool) -> cattrs.Converter:
     converter.register_structure_hook(
         HttpInvocationRef,
         make_dict_structure_fn(HttpInvocationRef, converter),
+    )
+    converter.register_unstructure_hook(
+        ErrorBody, make_dict_unstructure_fn(ErrorBody, converter, _cattrs_omit_if_default=True)
     )
     converter.register_unstructure_hook(
         HttpInvocationRef,
