@@ -39,10 +39,14 @@ from urllib.parse import urlsplit
 
 import orjson
 
-try:
-    from websockets.speedups import apply_mask as _c_apply_mask
-except ImportError:  # pragma: no cover - websockets built without its C extension
-    _c_apply_mask = None
+
+def _load_c_apply_mask() -> Callable[[bytes, bytes], bytes] | None:
+    try:
+        from websockets.speedups import apply_mask
+    except ImportError:  # websockets built without its C extension
+        return None
+    return apply_mask
+
 
 __all__ = ["LoadResult", "Peer", "PeerConnection", "PeerError", "frame"]
 
@@ -52,6 +56,7 @@ _RECV_SIZE = 1 << 18
 _TELEMETRY_PREFIXES = (b"OTLP", b"MTRC", b"LOGS")
 _WORKERS_REGISTER = "engine::workers::register"
 _perf_ns = time.perf_counter_ns
+_c_apply_mask = _load_c_apply_mask()
 
 
 class PeerError(Exception):
@@ -62,7 +67,7 @@ def _unmask(data: bytes, key: bytes) -> bytes:
     if key == _ZERO_KEY:
         return data
     if _c_apply_mask is not None:
-        return _c_apply_mask(data, key)  # type: ignore[no-any-return]
+        return _c_apply_mask(data, key)
     n = len(data)
     stream = (key * (n // 4 + 1))[:n]
     return (int.from_bytes(data, "little") ^ int.from_bytes(stream, "little")).to_bytes(n, "little")
@@ -126,7 +131,7 @@ class Peer:
         self._routes: dict[str, PeerConnection] = {}
         self._forwarded: dict[str, tuple[PeerConnection, str]] = {}
         # Load state, kept on the peer so the hot path reads plain attributes.
-        self._pending: dict[str, int] = {}
+        self._pending: dict[Any, int] = {}
         self._queued: list[str] = []
         self._load_conn: PeerConnection | None = None
         self._head = b""

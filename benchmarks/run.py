@@ -327,7 +327,7 @@ class Bench:
             if conn is None:
                 failed = self.not_ready(child)
                 return failed, failed
-            relay = self.peer.run_load(
+            relay_load = self.peer.run_load(
                 conn,
                 "bench::relay",
                 payload(100),
@@ -337,10 +337,10 @@ class Bench:
                 drain_timeout=10.0,
                 cpu_probes={"worker": child.cpu_seconds},
             )
-            relay = self.check_load(dict(relay))
+            relay = self.check_load(dict(relay_load))
             if conn.closed:
                 return relay, {"error": "connection lost during the relay run"}
-            sleep = self.peer.run_load(
+            sleep_load = self.peer.run_load(
                 conn,
                 "bench::sleep",
                 payload(100),
@@ -350,7 +350,7 @@ class Bench:
                 drain_timeout=10.0,
                 cpu_probes={"worker": child.cpu_seconds},
             )
-            sleep = self.check_load(dict(sleep))
+            sleep = self.check_load(dict(sleep_load))
             sleep["concurrency"] = sleep["calls_per_s"] * SLEEP_SECONDS
             return relay, sleep
         finally:
@@ -650,6 +650,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "its first line (default: iii-trio's dev engine, benchmarks/workers/dev_engine.py)",
     )
     parser.add_argument("--output", type=Path, help="report path (default benchmarks/RESULTS.md)")
+    parser.add_argument(
+        "--json", type=Path, help="also write every measurement of every round to this file"
+    )
     parser.add_argument("--profile", metavar="KIND", help="profile one worker kind with py-spy")
     parser.add_argument(
         "--scenario",
@@ -716,6 +719,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 previous=output.read_text() if output.exists() else None,
             )
             output.write_text(text)
+            if args.json is not None:
+                raw = {
+                    "command": command,
+                    "date": started.isoformat(),
+                    "facts": facts,
+                    "skipped": bench.results.skipped,
+                    "cells": [
+                        {"section": section, "row": row, "column": col, "rounds": runs}
+                        for (section, row, col), runs in bench.results.cells.items()
+                    ],
+                }
+                args.json.write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
             print(_report.targets_text(bench.results), flush=True)
             print(f"wrote {output} in {elapsed:.0f} s", flush=True)
             return 0
