@@ -385,8 +385,8 @@ def render(
             "its result. Calls still unanswered 10 s after the load stops count as stuck "
             "(deadlock).",
             "- Sleep: 256 calls in flight of `bench::sleep`, whose handler sleeps 20 ms. "
-            "Concurrency = calls/s x 0.02 s, the mean number of handlers running at once "
-            "(256 when fully concurrent, 1 when serial).",
+            "Concurrency = calls/s x 0.02 s, the mean number of handlers asleep at once, a lower "
+            "bound on how many run concurrently (at most 256; 1 if handlers ran one at a time).",
             "",
         ]
         lines += _table(

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ WORKERS = BENCH_DIR / "workers"
 NODE_DIR = WORKERS / "node"
 ECHO = "bench::echo"
 READY_TIMEOUT = 20.0
+MAX_START_FAILURES = 2
 SLEEP_SECONDS = 0.02  # what bench::sleep sleeps (workers/_args.py)
 
 #: (calls in flight, payload bytes)
@@ -201,6 +203,10 @@ class Config:
 # ---------------------------------------------------------------------------------------- bench
 
 
+class GaveUp(Exception):
+    """A worker kind failed to start too many times in a row; its remaining cells are skipped."""
+
+
 class Bench:
     """One harness run: the peer (fake engine), the children, and every measurement made."""
 
@@ -215,6 +221,8 @@ class Bench:
         self.kinds: list[Kind] = []
         self.dev_engine_ok: str | None = None
         self.e2e_configs: list[E2EConfig] = []
+        #: Consecutive start failures per kind; at MAX_START_FAILURES the kind is given up.
+        self.start_failures: dict[str, int] = {}
 
     # ----------------------------------------------------------------- helpers
 
@@ -238,6 +246,8 @@ class Bench:
         self, kind: Kind, extra_args: Sequence[str] = ()
     ) -> tuple[Child, PeerConnection | None, int]:
         """Spawn ``kind`` against the fake engine; wait until it registered bench::echo."""
+        if self.start_failures.get(kind.key, 0) >= MAX_START_FAILURES:
+            raise GaveUp(f"{kind.key}: gave up after {MAX_START_FAILURES} failed starts")
         t0 = time.perf_counter_ns()
         child = self.procs.spawn(kind.key, [*kind.argv, self.url, *extra_args], env=self.env(kind))
         self.peer.wait_until(
@@ -245,7 +255,12 @@ class Bench:
             READY_TIMEOUT,
             alive=child.alive,
         )
-        return child, self.peer.find_registration(ECHO), t0
+        conn = self.peer.find_registration(ECHO)
+        if conn is None:
+            self.start_failures[kind.key] = self.start_failures.get(kind.key, 0) + 1
+        else:
+            self.start_failures[kind.key] = 0
+        return child, conn, t0
 
     def stop_worker(self, child: Child) -> None:
         self.procs.stop(child)
@@ -494,7 +509,13 @@ class Bench:
         shift = rnd % len(items)
         return items[shift:] + items[:shift]
 
-    def record(self, section: str, row: str, col: str, rnd: int, value: dict[str, Any]) -> None:
+    def record(
+        self, section: str, row: str, col: str, rnd: int, measure: Callable[[], dict[str, Any]]
+    ) -> None:
+        try:
+            value = measure()
+        except GaveUp as exc:
+            value = {"error": str(exc)}
         value["round"] = rnd
         self.results.add(section, row, col, value)
         self.log(f"  [{rnd + 1}] {section:8} {col:10} {row:22} {_report.one_line(value)}")
@@ -507,26 +528,32 @@ class Bench:
             for inflight, size in cfg.load_scenarios:
                 col = scenario_key(inflight, size)
                 for kind in kinds:
-                    self.record("load", kind.key, col, rnd, self.measure_load(kind, inflight, size))
+                    measure = partial(self.measure_load, kind, inflight, size)
+                    self.record("load", kind.key, col, rnd, measure)
         if "startup" in cfg.sections:
             for kind in kinds:
-                self.record("startup", kind.key, "startup", rnd, self.measure_startup(kind))
+                measure = partial(self.measure_startup, kind)
+                self.record("startup", kind.key, "startup", rnd, measure)
         if "register" in cfg.sections:
             for kind in kinds:
-                self.record("register", kind.key, "1000", rnd, self.measure_registration(kind))
+                measure = partial(self.measure_registration, kind)
+                self.record("register", kind.key, "1000", rnd, measure)
         if "nested" in cfg.sections:
             for kind in kinds:
                 if kind.extra:
-                    relay, sleep = self.measure_nested(kind)
-                    self.record("nested", kind.key, "relay", rnd, relay)
-                    self.record("nested", kind.key, "sleep", rnd, sleep)
+                    try:
+                        relay, sleep = self.measure_nested(kind)
+                    except GaveUp as exc:
+                        relay = {"error": str(exc)}
+                        sleep = dict(relay)
+                    self.record("nested", kind.key, "relay", rnd, partial(dict, relay))
+                    self.record("nested", kind.key, "sleep", rnd, partial(dict, sleep))
         if "e2e" in cfg.sections and self.dev_engine_ok is None:
             for inflight, size in cfg.e2e_scenarios:
                 col = scenario_key(inflight, size)
                 for config in self.rotated(self.e2e_configs, rnd):
-                    self.record(
-                        "e2e", config.key, col, rnd, self.measure_e2e(config, inflight, size)
-                    )
+                    measure = partial(self.measure_e2e, config, inflight, size)
+                    self.record("e2e", config.key, col, rnd, measure)
 
     # ----------------------------------------------------------------- profile
 
