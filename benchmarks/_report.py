@@ -203,7 +203,7 @@ def targets(results: Results) -> list[tuple[str, str, str]]:
     )
     conc = results.median("nested", "iii-trio", "sleep", "concurrency")
     add(
-        "handlers run concurrently (mean running of 256 sleeping handlers ≥ 128)",
+        "handlers run concurrently (256 sleeping handlers: ≥ 128 asleep at once on average)",
         conc,
         _int,
         None if conc is None else conc >= 128,

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -516,6 +517,9 @@ class Bench:
             value = measure()
         except GaveUp as exc:
             value = {"error": str(exc)}
+        except Exception as exc:  # one broken cell must not end the run
+            traceback.print_exc()
+            value = {"error": f"harness error: {type(exc).__name__}: {exc}"}
         value["round"] = rnd
         self.results.add(section, row, col, value)
         self.log(f"  [{rnd + 1}] {section:8} {col:10} {row:22} {_report.one_line(value)}")
