@@ -62,8 +62,11 @@ class SessionOwner(Protocol):
         """The announce call (with an invocation id) and the registrations to replay after it."""
         ...
 
-    async def handle_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
-        """Serve one incoming invocation and send its result through ``session``."""
+    def start_invocation(
+        self, nursery: trio.Nursery, session: EngineSession, message: InvokeFunction
+    ) -> None:
+        """Start serving one incoming invocation as a task in ``nursery`` (without blocking);
+        its result goes back through ``session.send_result``."""
         ...
 
     def handle_message(self, session: EngineSession, message: Message) -> None:
@@ -87,6 +90,7 @@ class EngineSession:
         self._drained = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._identity_received = trio.Event()
+        self._handlers_running = 0
         self._pings_sent = 0
         self._pongs_received = 0
         self._pong_arrived = trio.Event()
@@ -113,12 +117,37 @@ class EngineSession:
             self._writer_woken = True
             self._wake_writer.set()
 
-    async def send_frame(self, frame: bytes) -> None:
-        """Like :meth:`send_frame_nowait`, but waits while too much output is unsent."""
-        while self._websocket.buffered_output > _OUTPUT_HIGH_WATER:
+    async def send_result(self, frame: bytes) -> None:
+        """Send a result frame; waits only while too much output is unsent.
+
+        Sending is a cancel point but, on the common path, not a schedule point: the handler
+        task ends right after, so yielding to the scheduler here would only cost time.
+        """
+        self._handlers_running -= 1
+        websocket = self._websocket
+        try:
+            websocket.send_text(frame)
+        except TransportClosed:
+            # The caller was told invocation_stopped when the connection went; nothing to do.
+            logger.debug("result dropped: the connection it belongs to is closed")
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
+        if self._handlers_running == 0 and not self._writer_woken:
+            # Nobody else is about to produce output: sending now saves the writer's turn,
+            # which is most of the latency when one call is in flight.
+            if not await websocket.send_buffered():
+                self.end("the engine connection broke while sending")
+            return
+        if not self._writer_woken:
+            self._writer_woken = True
+            self._wake_writer.set()
+        while websocket.buffered_output > _OUTPUT_HIGH_WATER:
             await self._drained.wait()
-        self.send_frame_nowait(frame)
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    def result_dropped(self) -> None:
+        """An invocation ended without a result to send."""
+        self._handlers_running -= 1
 
     async def call(
         self, message: InvokeFunction, *, followed_by: Iterable[Message] = ()
@@ -214,7 +243,7 @@ class EngineSession:
         websocket = self._websocket
         nursery = self._nursery
         assert nursery is not None
-        handle_invocation = self._owner.handle_invocation
+        start_invocation = self._owner.start_invocation
         pending = self._pending
         while True:
             try:
@@ -236,7 +265,8 @@ class EngineSession:
                     else:
                         logger.debug("result for unknown invocation %s", message.invocation_id)
                 elif type(message) is InvokeFunction:
-                    nursery.start_soon(handle_invocation, self, message)
+                    self._handlers_running += 1
+                    start_invocation(nursery, self, message)
                 else:
                     self._handle_control(message)
             if self.closed_because is not None:

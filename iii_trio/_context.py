@@ -11,17 +11,24 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
 if TYPE_CHECKING:
+    from ._protocol._messages import InvokeFunction
     from ._worker import Worker
 
 __all__ = ["Context", "get_context", "use_context"]
 
 _handler_logger = logging.getLogger("iii_trio.handler")
-_current: contextvars.ContextVar[Context] = contextvars.ContextVar("iii_trio_context")
+
+# Per call a handler task stores the raw ingredients; the Context is built only if the handler
+# asks for it, which keeps the per-call cost of the common handler (that never does) near zero.
+_Ingredients: TypeAlias = "tuple[InvokeFunction, Worker, str | None]"
+_current: contextvars.ContextVar[Context | _Ingredients] = contextvars.ContextVar(
+    "iii_trio_context"
+)
 
 
 @attrs.frozen
@@ -63,12 +70,26 @@ def get_context() -> Context:
         RuntimeError: called outside a handler (and outside :func:`use_context`).
     """
     try:
-        return _current.get()
+        current = _current.get()
     except LookupError:
         raise RuntimeError(
             "iii_trio.get_context() called outside a function handler; "
             "use iii_trio.use_context() to provide one"
         ) from None
+    if isinstance(current, Context):
+        return current
+    message, worker, caller_worker_id = current
+    context = Context(
+        function_id=message.function_id,
+        invocation_id=message.invocation_id or "",
+        worker=worker,
+        metadata=message.metadata,
+        traceparent=message.traceparent,
+        baggage=message.baggage,
+        caller_worker_id=caller_worker_id,
+    )
+    _current.set(context)
+    return context
 
 
 @contextlib.contextmanager
@@ -82,6 +103,8 @@ def use_context(context: Context) -> Iterator[Context]:
         _current.reset(token)
 
 
-def enter_handler_context(context: Context) -> None:
+def enter_handler_context(
+    message: InvokeFunction, worker: Worker, caller_worker_id: str | None
+) -> None:
     """Set the context for the rest of the current handler task (the task ends with it)."""
-    _current.set(context)
+    _current.set((message, worker, caller_worker_id))

@@ -23,8 +23,8 @@ import attrs
 import cattrs
 import trio
 
-from ._context import Context, enter_handler_context
-from ._protocol._codec import encode
+from ._context import enter_handler_context
+from ._protocol._codec import encode, encode_result
 from ._protocol._messages import ErrorBody, InvocationResult, InvokeFunction
 from ._schema import schema_for
 from ._transport import MAX_MESSAGE_SIZE
@@ -242,66 +242,57 @@ def _error_frame(message: InvokeFunction, code: str, text: str, stacktrace: str 
     )
 
 
+class ResultSink(typing.Protocol):
+    """Where an invocation's result frame goes (the session it came in on)."""
+
+    async def send_result(self, frame: bytes) -> None: ...
+
+    def result_dropped(self) -> None: ...
+
+
 async def serve_invocation(
     handler: PreparedHandler | None,
     message: InvokeFunction,
     worker: Worker,
-    send: Callable[[bytes], Awaitable[None]],
+    sink: ResultSink,
 ) -> None:
-    """Run one invocation to completion and send its result frame with ``send``."""
+    """Run one invocation to completion and send its result frame to ``sink``."""
     payload = message.data
     caller_worker_id = None
     if type(payload) is dict:
         # The engine adds this key to object payloads; it belongs to the context, not the payload.
         caller_worker_id = payload.pop("_caller_worker_id", None)
     enter_handler_context(
-        Context(
-            function_id=message.function_id,
-            invocation_id=message.invocation_id or "",
-            worker=worker,
-            metadata=message.metadata,
-            traceparent=message.traceparent,
-            baggage=message.baggage,
-            caller_worker_id=caller_worker_id if isinstance(caller_worker_id, str) else None,
-        )
+        message, worker, caller_worker_id if type(caller_worker_id) is str else None
     )
-    # The engine always sends an id (protocol.md 3.7); without one nobody could read a reply.
     try:
         if handler is None:
             frame = _error_frame(
                 message, "function_not_found", f"Function '{message.function_id}' not found", None
             )
         else:
-            frame = _result_frame(message, await _call_handler(handler, message, payload))
+            if handler.structure is not None:
+                payload = handler.structure(payload)
+            frame = _result_frame(message, await handler.call(payload, message.metadata))
     except InvalidPayload as exc:
         frame = _error_frame(message, "invalid_payload", str(exc), None)
     except Exception as exc:
         logger.debug("handler of %s raised", message.function_id, exc_info=True)
         frame = _error_frame(message, "invocation_failed", str(exc) or repr(exc), _trace(exc))
-    if message.invocation_id is not None:
-        await send(frame)
-    else:
+    if message.invocation_id is None:
+        # The engine always sends one (protocol.md 3.7); without it nobody could read a reply.
         logger.warning("invocation of %s came without an invocation_id", message.function_id)
+        sink.result_dropped()
         await trio.lowlevel.checkpoint()
-
-
-async def _call_handler(handler: PreparedHandler, message: InvokeFunction, payload: Any) -> Any:
-    if handler.structure is not None:
-        payload = handler.structure(payload)
-    return await handler.call(payload, message.metadata)
+        return
+    await sink.send_result(frame)
 
 
 def _result_frame(message: InvokeFunction, result: Any) -> bytes:
     if type(result) not in _PLAIN_JSON:
         result = payload_converter.unstructure(result)
     try:
-        frame = encode(
-            InvocationResult(
-                invocation_id=message.invocation_id or "",
-                function_id=message.function_id,
-                result=result,
-            )
-        )
+        frame = encode_result(message.invocation_id or "", message.function_id, result)
     except TypeError as exc:
         return _error_frame(
             message,

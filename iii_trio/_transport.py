@@ -193,22 +193,28 @@ class WebSocket:
         """
         messages: list[tuple[bool, Payload]] = []
         self._take_messages(messages)
-        while not messages:
-            # A received close frame ends the connection for us at once: waiting for the peer's
-            # EOF would keep a server's handler (and its peer, which waits for the server to
-            # close first) alive for nothing.
-            if (
-                self._protocol.state is State.CLOSED
-                or self._closed
-                or self._protocol.close_rcvd is not None
-            ):
-                await self._flush_quietly()  # the reply to a close frame, if any
-                raise self._closed_error()
-            await self._receive_into_protocol()
-            self._take_messages(messages)
-        # Pongs and close replies the protocol produced while parsing; this is also the
-        # checkpoint when the messages were already buffered and no read was needed.
-        await self._flush_quietly()
+        if messages:
+            # Already parsed (frames that came with the handshake): no read needed, but this
+            # is still a checkpoint, as every async call must be.
+            await trio.lowlevel.checkpoint()
+        else:
+            while True:
+                # A received close frame ends the connection for us at once: waiting for the
+                # peer's EOF would keep a server's handler (and its peer, which waits for the
+                # server to close first) alive for nothing.
+                if (
+                    self._protocol.state is State.CLOSED
+                    or self._closed
+                    or self._protocol.close_rcvd is not None
+                ):
+                    await self._flush_quietly()  # the reply to a close frame, if any
+                    raise self._closed_error()
+                await self._receive_into_protocol()
+                self._take_messages(messages)
+                if messages:
+                    break
+        if self._protocol.writes:
+            await self._flush_quietly()  # pongs the protocol produced while parsing
         return messages
 
     async def receive_payloads(self) -> list[Payload]:

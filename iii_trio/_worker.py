@@ -214,9 +214,11 @@ class Worker:
         self._session = session
         self._set_state(state)
 
-    async def handle_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
+    def start_invocation(
+        self, nursery: trio.Nursery, session: EngineSession, message: InvokeFunction
+    ) -> None:
         handler = self._handlers.get(message.function_id)
-        await serve_invocation(handler, message, self, session.send_frame)
+        nursery.start_soon(serve_invocation, handler, message, self, session)
 
     def handle_message(self, session: EngineSession, message: Message) -> None:
         logger.debug("ignoring %s: not supported by this worker", type(message).__name__)
