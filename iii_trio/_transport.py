@@ -213,6 +213,9 @@ class WebSocket:
                 self._take_messages(messages)
                 if messages:
                     break
+                if self._protocol.writes:
+                    # A ping came alone: answer it now, the next data may be minutes away.
+                    await self._flush_quietly()
         if self._protocol.writes:
             await self._flush_quietly()  # pongs the protocol produced while parsing
         return messages
