@@ -328,7 +328,7 @@ class _Server:
                     nursery.cancel_scope.cancel()
         finally:
             del self._outboxes[connection_id]
-            self._perform(self._state.disconnect(connection_id, trio.current_time()))
+            self._perform(self._state.disconnect(connection_id))
             # Eviction and engine shutdown drop the socket without a close frame, as the engine
             # does; a cancelled scope around us means the engine is shutting down.
             if outbox.abort or trio.current_effective_deadline() == -math.inf:

@@ -675,7 +675,7 @@ class EngineState:
             logger.debug("ignoring %s from %s", type(message).__name__, connection_id)
         return out
 
-    def disconnect(self, connection_id: str, now: float) -> list[Output]:
+    def disconnect(self, connection_id: str) -> list[Output]:
         """Run the disconnect cleanup of section 2.8 (once; later calls are no-ops)."""
         connection = self._connections.get(connection_id)
         if connection is None:
@@ -700,7 +700,7 @@ class EngineState:
                 connection_id,
                 self._grace,
             )
-            self._resolve_namespace(connection, DEFAULT_NAMESPACE, now, out)
+            self._resolve_namespace(connection, DEFAULT_NAMESPACE, out)
         while self._awaited_acks:
             awaited = next(iter(self._awaited_acks.values()))
             if awaited.deadline > now:
@@ -731,6 +731,7 @@ class EngineState:
         return None if connection is None else connection.namespace_state
 
     def statistics(self) -> EngineStatistics:
+        """Current counts (functions and trigger types include the built-in ones)."""
         return EngineStatistics(
             connections=len(self._connections),
             pending_invocations=len(self._pending),
@@ -752,7 +753,7 @@ class EngineState:
     # -- namespaces and registrations (sections 2.5, 3.1-3.6) --------------------------------------
 
     def _resolve_namespace(
-        self, connection: _Connection, namespace: str, now: float, out: list[Output]
+        self, connection: _Connection, namespace: str, out: list[Output]
     ) -> None:
         self._grace_deadlines.pop(connection.id, None)
         connection.namespace = namespace
@@ -1124,7 +1125,7 @@ class EngineState:
         connection.telemetry = telemetry
         connection.registered = True
         if connection.namespace_state is NamespaceState.PENDING:
-            self._resolve_namespace(connection, namespace, call.now, out)
+            self._resolve_namespace(connection, namespace, out)
         out.append(WorkerAnnounced(connection.id, connection.name, namespace))
         self._fire_engine_trigger(
             _WORKERS_AVAILABLE,

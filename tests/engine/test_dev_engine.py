@@ -21,7 +21,10 @@ from iii_trio._protocol._messages import (
     Reattach,
     RegisterFunction,
     RegisterTrigger,
+    RegisterTriggerType,
     RegistrationRejected,
+    TriggerRegistrationResult,
+    UnregisterTrigger,
     VoidAction,
 )
 from iii_trio._transport import HandshakeFailed, TransportClosed, connect_websocket
@@ -422,3 +425,36 @@ async def test_workers_coming_and_going_are_logged(
     assert f"worker connected: id={worker.worker_id} peer=127.0.0.1" in messages
     assert f"worker registered: id={worker.worker_id} name=logged namespace=orders" in messages
     assert f"worker left: id={worker.worker_id} name=logged namespace=orders" in messages
+
+
+# --- triggers through the shell (sections 3.1-3.4, 5, 7.3) ----------------------------------------
+
+
+async def test_a_provider_gets_bindings_and_answers_register_trigger(
+    engine: DevEngine, connect: Connect
+) -> None:
+    provider = await connect()
+    await provider.register("provider")
+    await provider.send(RegisterTriggerType(id="webhook", description="Webhooks"))
+    owner = await connect()
+    await owner.register("owner")
+    binding = RegisterTrigger(id="b1", trigger_type="webhook", function_id="svc::f", config={})
+    await owner.send(binding)
+    assert await provider.receive() == binding
+
+    caller = await connect()
+    data = {"trigger_type": "webhook", "function_id": "svc::g", "config": {"path": "/g"}}
+    await caller.send(InvokeFunction("engine::register_trigger", data=data, invocation_id=CALL_ID))
+    request = await provider.receive()
+    assert isinstance(request, RegisterTrigger)
+    assert request.config == {"path": "/g"}
+    await provider.send(
+        TriggerRegistrationResult(id=request.id, trigger_type="webhook", function_id="svc::g")
+    )
+    answer = await caller.receive()
+    assert answer == InvocationResult(
+        CALL_ID, "engine::register_trigger", result={"id": request.id}
+    )
+
+    await owner.aclose()
+    assert await provider.receive() == UnregisterTrigger(id="b1", trigger_type="webhook")

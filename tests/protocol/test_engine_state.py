@@ -131,7 +131,7 @@ class Worker:
         return answer.error
 
     def disconnect(self) -> list[Output]:
-        return self.engine.state.disconnect(self.id, self.engine.now)
+        return self.engine.state.disconnect(self.id)
 
 
 def messages_to(outputs: list[Output], connection_id: str) -> list[Message]:
@@ -255,7 +255,7 @@ def test_namespace_fixed_by_grace_wins_over_a_later_declaration(engine: Engine) 
 def test_buffered_registrations_are_discarded_when_the_connection_closes(engine: Engine) -> None:
     connection_id, _ = engine.connect()
     Worker(engine, connection_id).send(RegisterFunction(id="gone::fn"))
-    engine.state.disconnect(connection_id, engine.now)
+    engine.state.disconnect(connection_id)
     assert engine.state.next_deadline() != engine.now + GRACE
     assert engine.advance(GRACE) == []
     caller = engine.worker("caller")
@@ -791,7 +791,7 @@ def test_ping_gets_pong_and_other_frames_are_ignored(engine: Engine) -> None:
 
 def test_messages_from_unknown_connections_are_ignored(engine: Engine) -> None:
     assert engine.receive("no-such-connection", Ping()) == []
-    assert engine.state.disconnect("no-such-connection", engine.now) == []
+    assert engine.state.disconnect("no-such-connection") == []
 
 
 # --- reattach (section 2.6) -----------------------------------------------------------------------
