@@ -25,6 +25,7 @@ from typing import Final, NoReturn, Protocol
 import outcome
 import trio
 
+from ._context import run_in_fresh_context
 from ._exceptions import ConnectionLost, EngineUnavailable, ProtocolError, RegistrationRejected
 from ._protocol._backoff import delays
 from ._protocol._codec import decode, encode
@@ -51,6 +52,8 @@ _SILENCE_LIMIT: Final = 60.0
 # Framed-but-unsent chunks above which producers wait for the writer (bounded memory).
 _OUTPUT_HIGH_WATER: Final = 4096
 _NON_FATAL_REJECTION: Final = "FUNCTION_NAMESPACE_CONFLICT"
+# Handler tasks kept parked after a burst; beyond this they end instead.
+_MAX_IDLE_HANDLER_TASKS: Final = 1024
 
 
 class SessionOwner(Protocol):
@@ -62,11 +65,13 @@ class SessionOwner(Protocol):
         """The announce call (with an invocation id) and the registrations to replay after it."""
         ...
 
-    def start_invocation(
-        self, nursery: trio.Nursery, session: EngineSession, message: InvokeFunction
-    ) -> None:
-        """Start serving one incoming invocation as a task in ``nursery`` (without blocking);
-        its result goes back through ``session.send_result``."""
+    async def serve_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
+        """Serve one incoming invocation; its result goes back through ``session.send_result``."""
+        ...
+
+    def serve_inline(self, message: InvokeFunction) -> bytes | None:
+        """The result frame, if the invocation's handler can run to completion right here
+        (it cannot suspend); None to have it served by a handler task."""
         ...
 
     def handle_message(self, session: EngineSession, message: Message) -> None:
@@ -91,6 +96,8 @@ class EngineSession:
         self._nursery: trio.Nursery | None = None
         self._identity_received = trio.Event()
         self._handlers_running = 0
+        # Parked handler tasks, most recently parked last (an ordered dict used as a set).
+        self._idle_handler_tasks: dict[trio.lowlevel.Task, None] = {}
         self._pings_sent = 0
         self._pongs_received = 0
         self._pong_arrived = trio.Event()
@@ -132,11 +139,10 @@ class EngineSession:
             logger.debug("result dropped: the connection it belongs to is closed")
             await trio.lowlevel.checkpoint_if_cancelled()
             return
-        if self._handlers_running == 0 and not self._writer_woken:
+        if self._handlers_running == 0 and not self._writer_woken and websocket.send_now():
             # Nobody else is about to produce output: sending now saves the writer's turn,
             # which is most of the latency when one call is in flight.
-            if not await websocket.send_buffered():
-                self.end("the engine connection broke while sending")
+            await trio.lowlevel.checkpoint_if_cancelled()
             return
         if not self._writer_woken:
             self._writer_woken = True
@@ -168,9 +174,17 @@ class EngineSession:
             await self._drained.wait()
         if self.closed_because is not None:
             raise ConnectionLost(self.closed_because)
-        self.send_frame_nowait(frame)
-        for extra in followed_by:
-            self.send_nowait(extra)
+        lone_call = not self._pending and not self._writer_woken
+        try:
+            self._websocket.send_text(frame)
+            for extra in followed_by:
+                self._websocket.send_text(encode(extra))
+        except TransportClosed:
+            raise ConnectionLost("the engine connection is closed") from None
+        if not (lone_call and self._websocket.send_now()) and not self._writer_woken:
+            # Many calls at once share one write: the writer sends them all.
+            self._writer_woken = True
+            self._wake_writer.set()
         pending = self._pending
         pending[invocation_id] = trio.lowlevel.current_task()
 
@@ -243,14 +257,16 @@ class EngineSession:
         websocket = self._websocket
         nursery = self._nursery
         assert nursery is not None
-        start_invocation = self._owner.start_invocation
         pending = self._pending
+        idle = self._idle_handler_tasks
+        serve_inline = self._owner.serve_inline
         while True:
             try:
                 frames = await websocket.receive_payloads()
             except TransportClosed as exc:
                 self.end(f"the engine closed the connection ({exc})")
                 break
+            replied = False
             for frame in frames:
                 try:
                     message = decode(frame)
@@ -265,13 +281,53 @@ class EngineSession:
                     else:
                         logger.debug("result for unknown invocation %s", message.invocation_id)
                 elif type(message) is InvokeFunction:
+                    reply = serve_inline(message)
+                    if reply is not None:
+                        replied = self._send_reply(websocket, reply) or replied
+                        continue
                     self._handlers_running += 1
-                    start_invocation(nursery, self, message)
+                    if idle:
+                        trio.lowlevel.reschedule(idle.popitem()[0], outcome.Value(message))
+                    else:
+                        nursery.start_soon(self._handler_task, message)
                 else:
                     self._handle_control(message)
+            if replied and not self._writer_woken and not websocket.send_now():
+                # Replies the reader produced itself go out in one write for the whole read;
+                # whatever the kernel did not take at once is left to the writer.
+                self._writer_woken = True
+                self._wake_writer.set()
             if self.closed_because is not None:
                 break
         await trio.lowlevel.checkpoint()  # leaving through the except branch skipped one
+
+    def _send_reply(self, websocket: WebSocket, frame: bytes) -> bool:
+        try:
+            websocket.send_text(frame)
+        except TransportClosed:
+            return False
+        return True
+
+    async def _handler_task(self, message: InvokeFunction) -> None:
+        """Serve invocations: this one, then whichever the reader hands over while parked.
+
+        Waking a parked task costs less than half of spawning one and letting it end, and a
+        task is spawned per call only while every existing one is busy.
+        """
+        idle = self._idle_handler_tasks
+        serve = self._owner.serve_invocation
+        this_task = trio.lowlevel.current_task()
+
+        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+            idle.pop(this_task, None)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        while True:
+            await run_in_fresh_context(serve(self, message))
+            if len(idle) >= _MAX_IDLE_HANDLER_TASKS:
+                return
+            idle[this_task] = None
+            message = await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _handle_control(self, message: Message) -> None:
         if isinstance(message, WorkerRegistered):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-from collections.abc import Iterator
+import types
+from collections.abc import Coroutine, Generator, Iterator
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
@@ -101,6 +102,31 @@ def use_context(context: Context) -> Iterator[Context]:
         yield context
     finally:
         _current.reset(token)
+
+
+@types.coroutine
+def run_in_fresh_context(coro: Coroutine[Any, Any, None]) -> Generator[Any, Any, None]:
+    """Drive ``coro`` to completion inside a fresh copy of the current context.
+
+    Handler tasks are reused across invocations; running each invocation in its own copy keeps
+    whatever a handler sets in context variables from leaking into the next one, exactly as if
+    each invocation had a task of its own. Every value and exception trio sends in is passed
+    through unchanged, so cancellation and traps behave as if ``coro`` were awaited directly.
+    """
+    context = contextvars.copy_context()
+    send, throw = coro.send, coro.throw
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            trap = context.run(send, value) if error is None else context.run(throw, error)
+        except StopIteration:
+            return
+        value, error = None, None
+        try:
+            value = yield trap
+        except BaseException as thrown:  # noqa: ASYNC103 - forwarded to the coroutine, as an await would
+            error = thrown
 
 
 def enter_handler_context(

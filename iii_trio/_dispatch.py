@@ -11,6 +11,8 @@ too. Cancellation (``trio.Cancelled``, a ``BaseException``) passes through untou
 
 from __future__ import annotations
 
+import contextvars
+import dis
 import functools
 import inspect
 import logging
@@ -32,7 +34,13 @@ from ._transport import MAX_MESSAGE_SIZE
 if typing.TYPE_CHECKING:
     from ._worker import Worker
 
-__all__ = ["PreparedHandler", "prepare_handler", "serve_invocation", "to_json_value"]
+__all__ = [
+    "PreparedHandler",
+    "prepare_handler",
+    "serve_inline",
+    "serve_invocation",
+    "to_json_value",
+]
 
 logger = logging.getLogger("iii_trio.dispatch")
 
@@ -70,13 +78,19 @@ class InvalidPayload(Exception):
 
 @attrs.frozen
 class PreparedHandler:
-    """A user's handler with everything about how to call it decided in advance."""
+    """A user's handler with everything about how to call it decided in advance.
+
+    ``call_inline`` is set for ``async def`` handlers that cannot suspend (no ``await``,
+    ``async with`` or ``async for`` in their code): they run to completion wherever they are
+    called, so the reader runs them itself instead of handing them to a task.
+    """
 
     function_id: str
     call: Callable[[Any, Any], Awaitable[Any]]
     structure: Callable[[Any], Any] | None
     request_format: Any
     response_format: Any
+    call_inline: Callable[[Any, Any], Any] | None = None
 
 
 def to_json_value(value: Any) -> Any:
@@ -111,13 +125,52 @@ def prepare_handler(function_id: str, handler: Callable[..., Any]) -> PreparedHa
     structure: Callable[[Any], Any] | None = None
     if payload_type is not _SENTINEL and not _is_raw(payload_type):
         structure = _structurer(function_id, payload_type)
+    call = _caller(handler, takes_payload=takes_payload, wants_metadata=wants_metadata)
     return PreparedHandler(
         function_id=function_id,
-        call=_caller(handler, takes_payload=takes_payload, wants_metadata=wants_metadata),
+        call=call,
         structure=structure,
         request_format=None if payload_type is _SENTINEL else _schema_or_none(payload_type),
         response_format=_schema_or_none(return_type),
+        call_inline=_run_to_completion(call) if _never_suspends(handler) else None,
     )
+
+
+# Every way an async function can suspend compiles to one of these in its own code object.
+_SUSPENDING_OPCODES: Final = frozenset(
+    {
+        "YIELD_VALUE",
+        "YIELD_FROM",
+        "SEND",
+        "GET_AWAITABLE",
+        "BEFORE_ASYNC_WITH",
+        "GET_AITER",
+        "GET_ANEXT",
+        "END_ASYNC_FOR",
+    }
+)
+
+
+def _never_suspends(handler: Callable[..., Any]) -> bool:
+    """True for a plain ``async def`` whose body has no await point at all."""
+    target = getattr(handler, "__func__", handler)  # bound methods
+    code = getattr(target, "__code__", None)
+    if not inspect.iscoroutinefunction(target) or code is None:
+        return False
+    return not any(op.opname in _SUSPENDING_OPCODES for op in dis.get_instructions(code))
+
+
+def _run_to_completion(call: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Any]:
+    def run(payload: Any, metadata: Any) -> Any:
+        coroutine = call(payload, metadata)
+        try:
+            coroutine.send(None)  # type: ignore[attr-defined]
+        except StopIteration as finished:
+            return finished.value
+        coroutine.close()  # type: ignore[attr-defined]
+        raise RuntimeError("a handler judged unable to suspend suspended (please report this)")
+
+    return run
 
 
 def _parameters(
@@ -286,6 +339,35 @@ async def serve_invocation(
         await trio.lowlevel.checkpoint()
         return
     await sink.send_result(frame)
+
+
+def serve_inline(handler: PreparedHandler, message: InvokeFunction, worker: Worker) -> bytes:
+    """Serve an invocation of a handler that cannot suspend, right here; return its result frame.
+
+    Runs in a fresh copy of the context, as a handler task would.
+    """
+    return contextvars.copy_context().run(_serve_inline, handler, message, worker)
+
+
+def _serve_inline(handler: PreparedHandler, message: InvokeFunction, worker: Worker) -> bytes:
+    payload = message.data
+    caller_worker_id = None
+    if type(payload) is dict:
+        caller_worker_id = payload.pop("_caller_worker_id", None)
+    enter_handler_context(
+        message, worker, caller_worker_id if type(caller_worker_id) is str else None
+    )
+    call_inline = handler.call_inline
+    assert call_inline is not None
+    try:
+        if handler.structure is not None:
+            payload = handler.structure(payload)
+        return _result_frame(message, call_inline(payload, message.metadata))
+    except InvalidPayload as exc:
+        return _error_frame(message, "invalid_payload", str(exc), None)
+    except Exception as exc:
+        logger.debug("handler of %s raised", message.function_id, exc_info=True)
+        return _error_frame(message, "invocation_failed", str(exc) or repr(exc), _trace(exc))
 
 
 def _result_frame(message: InvokeFunction, result: Any) -> bytes:

@@ -31,7 +31,13 @@ import attrs
 import trio
 
 from ._connection import EngineSession, run_supervisor
-from ._dispatch import PreparedHandler, prepare_handler, serve_invocation, to_json_value
+from ._dispatch import (
+    PreparedHandler,
+    prepare_handler,
+    serve_inline,
+    serve_invocation,
+    to_json_value,
+)
 from ._exceptions import InvocationError
 from ._protocol._messages import (
     EnqueueAction,
@@ -214,11 +220,15 @@ class Worker:
         self._session = session
         self._set_state(state)
 
-    def start_invocation(
-        self, nursery: trio.Nursery, session: EngineSession, message: InvokeFunction
-    ) -> None:
+    async def serve_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
         handler = self._handlers.get(message.function_id)
-        nursery.start_soon(serve_invocation, handler, message, self, session)
+        await serve_invocation(handler, message, self, session)
+
+    def serve_inline(self, message: InvokeFunction) -> bytes | None:
+        handler = self._handlers.get(message.function_id)
+        if handler is None or handler.call_inline is None or message.invocation_id is None:
+            return None
+        return serve_inline(handler, message, self)
 
     def handle_message(self, session: EngineSession, message: Message) -> None:
         logger.debug("ignoring %s: not supported by this worker", type(message).__name__)

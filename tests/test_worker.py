@@ -6,6 +6,7 @@ iii_trio's own code.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import platform
 from typing import Any
@@ -431,3 +432,51 @@ async def test_non_json_result_fails_the_call_not_the_worker(iii_worker: iii_tri
     assert caught.value.code == "invocation_failed"
     iii_worker.register_function("svc::good", lambda payload: [1, 2])
     assert await iii_worker.trigger("svc::good") == [1, 2]
+
+
+_request_tag: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag", default="unset")
+
+
+async def test_context_variables_do_not_leak_between_invocations(
+    iii_worker: iii_trio.Worker,
+) -> None:
+    # Handler tasks are reused between calls; each call must still start from a clean context.
+    @iii_worker.function("svc::tag")
+    async def tag(payload: str) -> str:
+        before = _request_tag.get()
+        _request_tag.set(payload)
+        await trio.lowlevel.checkpoint()
+        return before
+
+    seen = [await iii_worker.trigger("svc::tag", f"call-{n}") for n in range(5)]
+    assert seen == ["unset"] * 5
+    assert _request_tag.get() == "unset"
+
+
+async def test_many_concurrent_calls_are_served_while_handlers_block(
+    iii_worker: iii_trio.Worker,
+) -> None:
+    release = trio.Event()
+    all_waiting = trio.Event()
+    waiting = 0
+
+    @iii_worker.function("svc::gate")
+    async def gate(payload: int) -> int:
+        nonlocal waiting
+        waiting += 1
+        if waiting == 300:
+            all_waiting.set()
+        await release.wait()
+        return payload
+
+    results: list[int] = []
+
+    async def call(n: int) -> None:
+        results.append(await iii_worker.trigger("svc::gate", n))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(300):
+            nursery.start_soon(call, n)
+        await all_waiting.wait()  # 300 handlers blocked at once: none waits for another
+        release.set()
+    assert sorted(results) == list(range(300))
