@@ -1549,6 +1549,9 @@ class EngineState:
         if current == self._functions_seen:
             return
         self._functions_seen = current
+        key = (DEFAULT_NAMESPACE, _FUNCTIONS_AVAILABLE)
+        if not any(binding.provider_key == key for binding in self._bindings.values()):
+            return
         summaries = [self._function_summary(f) for f in self._functions.values()]
         self._fire_engine_trigger(
             _FUNCTIONS_AVAILABLE, {"event": "functions_changed", "functions": summaries}, out

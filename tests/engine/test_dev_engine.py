@@ -458,3 +458,9 @@ async def test_a_provider_gets_bindings_and_answers_register_trigger(
 
     await owner.aclose()
     assert await provider.receive() == UnregisterTrigger(id="b1", trigger_type="webhook")
+
+
+async def test_a_taken_port_is_an_os_error(engine: DevEngine) -> None:
+    with pytest.raises(OSError, match="in use"):
+        async with open_dev_engine(port=engine.port):
+            pass  # pragma: no cover
