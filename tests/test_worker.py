@@ -480,3 +480,28 @@ async def test_many_concurrent_calls_are_served_while_handlers_block(
         await all_waiting.wait()  # 300 handlers blocked at once: none waits for another
         release.set()
     assert sorted(results) == list(range(300))
+
+
+async def test_inline_handlers_do_not_leak_context_variables_either(
+    iii_worker: iii_trio.Worker,
+) -> None:
+    @iii_worker.function("svc::tag_inline")
+    async def tag(payload: str) -> str:  # no await: served inline by the reader
+        before = _request_tag.get()
+        _request_tag.set(payload)
+        return before
+
+    seen = [await iii_worker.trigger("svc::tag_inline", f"call-{n}") for n in range(5)]
+    assert seen == ["unset"] * 5
+
+
+async def test_a_reply_larger_than_one_write_arrives_intact(iii_worker: iii_trio.Worker) -> None:
+    big = "x" * (12 * 1024 * 1024)  # more than the kernel takes in one non-blocking send
+
+    @iii_worker.function("svc::big")
+    async def echo(payload: str) -> str:
+        return payload + big
+
+    result = await iii_worker.trigger("svc::big", "head-")
+    assert len(result) == len(big) + 5
+    assert result.startswith("head-x")
