@@ -27,6 +27,22 @@ a result completes an entry, a disconnect halts every entry in the connection's 
 buffering (section 2.5) drains in one step, which is one of the schedules the real engine allows
 (the register call's reply then always follows the drain). A reattach evicts the old connection
 synchronously, so the "wait for the old cleanup" of section 2.6 costs nothing here.
+
+Where the spec is silent
+------------------------
+
+- Only ``engine::workers::register``'s input type name is known; the other built-ins' names in
+  ``expected struct ...`` serde messages are plausible stand-ins.
+- A worker cannot take over a built-in's id or one of the engine's own trigger types: the
+  function is refused like any leased id (the owner being the in-process
+  ``iii-engine-functions`` worker), the trigger type is ignored with a warning.
+- A durable binding (``engine::register_trigger``) that its worker provider refuses is dropped,
+  since its caller never learns its id.
+- A registered trigger's ``worker_name`` is its registering worker's name, else the first
+  ``::`` segment of its function id.
+- Not provided yet, answered as an engine without the worker that provides them would:
+  HTTP-invoked functions (dropped), channels (``function_not_found``), the queue (enqueue fails
+  with ``enqueue_error`` unless a worker registers ``engine::queue::enqueue``).
 """
 
 from __future__ import annotations
