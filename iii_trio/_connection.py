@@ -82,6 +82,10 @@ class SessionOwner(Protocol):
         """The current session (None while disconnected) and the connection state."""
         ...
 
+    def session_ended(self, session: EngineSession) -> None:
+        """``session`` stopped serving; calls must wait for the next one."""
+        ...
+
 
 class EngineSession:
     """One open WebSocket to the engine and everything that lives as long as it does."""
@@ -245,6 +249,7 @@ class EngineSession:
         """Stop the session (idempotent); :meth:`serve` returns soon after."""
         if self.closed_because is None:
             self.closed_because = reason
+            self._owner.session_ended(self)
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 

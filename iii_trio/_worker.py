@@ -220,6 +220,11 @@ class Worker:
         self._session = session
         self._set_state(state)
 
+    def session_ended(self, session: EngineSession) -> None:
+        if session is self._session and self._state is ConnectionState.CONNECTED:
+            self._session = None
+            self._set_state(ConnectionState.RECONNECTING)
+
     async def serve_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
         handler = self._handlers.get(message.function_id)
         await serve_invocation(handler, message, self, session)

@@ -1,0 +1,152 @@
+"""The worker against an engine peer that misbehaves on purpose.
+
+The dev engine never sends malformed frames, so these tests use a small scripted peer built on
+the same transport: it is the only way to check that a bad frame from the engine costs one
+warning, not the worker.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import trio
+
+import iii_trio
+from iii_trio._protocol._codec import decode, encode
+from iii_trio._protocol._messages import (
+    InvocationResult,
+    InvokeFunction,
+    RegistrationRejected,
+    WorkerRegistered,
+)
+from iii_trio._transport import TransportClosed, UpgradeRequest, WebSocket, serve_websockets
+
+Script = Callable[[WebSocket, Any], Awaitable[None]]
+
+
+async def _serve_scripted_engine(
+    on_message: Callable[[WebSocket, Any], bool | None],
+    *,
+    greeting: list[bytes] | None = None,
+    task_status: trio.TaskStatus[str],
+) -> None:
+    async def handler(websocket: WebSocket, request: UpgradeRequest) -> None:
+        for frame in greeting or []:
+            websocket.send_text(frame)
+        websocket.send_text(encode(WorkerRegistered(worker_id=str(uuid.uuid4()))))
+        await websocket.flush()
+        while True:
+            try:
+                frames = await websocket.receive_payloads()
+            except TransportClosed:
+                return
+            for frame in frames:
+                if on_message(websocket, decode(frame)):
+                    await websocket.abort()  # hang up without a closing handshake
+                    return
+            await websocket.flush()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            functools.partial(
+                serve_websockets, handler, lambda request: None, host="127.0.0.1", port=0
+            )
+        )
+        task_status.started(f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}")
+
+
+def _answer_register_then(
+    respond: Callable[[WebSocket, InvokeFunction], bool | None],
+) -> Callable[[WebSocket, Any], bool | None]:
+    def on_message(websocket: WebSocket, message: Any) -> bool | None:
+        if isinstance(message, InvokeFunction) and message.invocation_id is not None:
+            if message.function_id != "engine::workers::register":
+                return respond(websocket, message)
+            websocket.send_text(
+                encode(
+                    InvocationResult(message.invocation_id, message.function_id, {"success": True})
+                )
+            )
+        return None
+
+    return on_message
+
+
+async def test_bad_frames_from_the_engine_are_dropped_and_the_worker_carries_on(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    def respond(websocket: WebSocket, message: InvokeFunction) -> None:
+        assert message.invocation_id is not None
+        websocket.send_text(b"{not json")
+        websocket.send_text(b'{"type": "invocationresult", "invocation_id": 7}')
+        websocket.send_text(b'["a", "list"]')
+        websocket.send_text(b'{"type": "observerstatechanged", "observer_id": "o"}')
+        websocket.send_text(encode(InvocationResult(message.invocation_id, "x::y", "fine")))
+
+    greeting = [b'{"type":"error","error":{"code":"AUTH_ERROR","message":"ignored here"}}']
+    url = await nursery.start(
+        functools.partial(_serve_scripted_engine, _answer_register_then(respond), greeting=greeting)
+    )
+    caplog.set_level(logging.WARNING, logger="iii_trio")
+    async with iii_trio.open_worker(url, name="tolerant") as worker:
+        assert await worker.trigger("x::y", {}) == "fine"
+        assert await worker.trigger("x::y", {}) == "fine"
+    dropped = [r for r in caplog.records if "dropping a frame" in r.getMessage()]
+    assert len(dropped) == 6  # three bad frames per call; the unknown type is only debug
+    assert any("AUTH_ERROR" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_function_conflict_is_a_warning_not_a_failure(
+    nursery: trio.Nursery, caplog: pytest.LogCaptureFixture
+) -> None:
+    def on_message(websocket: WebSocket, message: Any) -> None:
+        if isinstance(message, InvokeFunction) and message.invocation_id is not None:
+            websocket.send_text(
+                encode(
+                    RegistrationRejected(
+                        code="FUNCTION_NAMESPACE_CONFLICT",
+                        namespace="default",
+                        owner_worker_id="other",
+                        function_id="x::taken",
+                    )
+                )
+            )
+            websocket.send_text(
+                encode(InvocationResult(message.invocation_id, message.function_id, {}))
+            )
+
+    url = await nursery.start(_serve_scripted_engine, on_message)
+    caplog.set_level(logging.WARNING, logger="iii_trio")
+    async with iii_trio.open_worker(url, name="conflicted") as worker:
+        assert worker.connection_state is iii_trio.ConnectionState.CONNECTED
+    assert any("FUNCTION_NAMESPACE_CONFLICT" in r.getMessage() for r in caplog.records)
+
+
+async def test_pending_call_fails_with_connection_lost_and_the_worker_reconnects(
+    nursery: trio.Nursery,
+) -> None:
+    calls = 0
+
+    def respond(websocket: WebSocket, message: InvokeFunction) -> bool:
+        nonlocal calls
+        calls += 1
+        assert message.invocation_id is not None
+        if calls == 1:
+            return True  # hang up instead of answering the first call
+        websocket.send_text(encode(InvocationResult(message.invocation_id, "x::y", "back")))
+        return False
+
+    url = await nursery.start(_serve_scripted_engine, _answer_register_then(respond))
+    backoff = iii_trio.Backoff(initial=0.01, jitter=0)
+    async with iii_trio.open_worker(url, name="dropped", backoff=backoff) as worker:
+        first_id = worker.worker_id
+        with pytest.raises(iii_trio.ConnectionLost):
+            await worker.trigger("x::y", {})
+        await worker.wait_connected()
+        assert await worker.trigger("x::y", {}) == "back"
+        assert worker.worker_id != first_id

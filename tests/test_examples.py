@@ -1,0 +1,47 @@
+"""The examples run against the dev engine, in-process and as the README runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from iii_trio.testing import DevEngine
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+import quickstart  # noqa: E402
+
+
+async def test_quickstart_main_prints_the_results(
+    iii_engine: DevEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await quickstart.main(iii_engine.url)
+    assert capsys.readouterr().out.splitlines() == [
+        "math::add(2, 3) = 5",
+        "math::sum([1..5]) = 15.0",
+        "math::add('two', 3) failed: invalid_payload",
+    ]
+
+
+def test_quickstart_script_runs_on_its_embedded_engine_in_under_five_seconds() -> None:
+    env = {key: value for key, value in os.environ.items() if key != "III_URL"}
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / "quickstart.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    assert completed.returncode == 0, completed.stderr
+    assert "math::sum([1..5]) = 15.0" in completed.stdout
+    assert completed.stderr == ""
+    assert elapsed < 5
