@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 import traceback
+import types
 import typing
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
@@ -136,9 +137,11 @@ def prepare_handler(function_id: str, handler: Callable[..., Any]) -> PreparedHa
     )
 
 
-# Every way an async function can suspend compiles to one of these in its own code object.
+# Every way an async function can suspend compiles to one of these in its own code object
+# (the names differ between Python versions; those a version lacks are simply absent).
 _SUSPENDING_OPCODES: Final = frozenset(
-    {
+    dis.opmap[name]
+    for name in (
         "YIELD_VALUE",
         "YIELD_FROM",
         "SEND",
@@ -147,7 +150,8 @@ _SUSPENDING_OPCODES: Final = frozenset(
         "GET_AITER",
         "GET_ANEXT",
         "END_ASYNC_FOR",
-    }
+    )
+    if name in dis.opmap
 )
 
 
@@ -155,9 +159,16 @@ def _never_suspends(handler: Callable[..., Any]) -> bool:
     """True for a plain ``async def`` whose body has no await point at all."""
     target = getattr(handler, "__func__", handler)  # bound methods
     code = getattr(target, "__code__", None)
-    if not inspect.iscoroutinefunction(target) or code is None:
+    if not inspect.iscoroutinefunction(target) or not isinstance(code, types.CodeType):
         return False
-    return not any(op.opname in _SUSPENDING_OPCODES for op in dis.get_instructions(code))
+    return _code_never_suspends(code)
+
+
+@functools.lru_cache(maxsize=4096)
+def _code_never_suspends(code: types.CodeType) -> bool:
+    # Wordcode: every instruction is two bytes with the opcode first, so the even bytes are
+    # exactly the opcodes (argument bytes, at odd offsets, are never mistaken for one).
+    return _SUSPENDING_OPCODES.isdisjoint(code.co_code[::2])
 
 
 def _run_to_completion(call: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Any]:
