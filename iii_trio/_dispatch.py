@@ -11,6 +11,7 @@ too. Cancellation (``trio.Cancelled``, a ``BaseException``) passes through untou
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import dis
 import functools
@@ -19,6 +20,7 @@ import logging
 import traceback
 import types
 import typing
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -115,26 +117,67 @@ def prepare_handler(function_id: str, handler: Callable[..., Any]) -> PreparedHa
     if not callable(handler):
         raise TypeError(f"handler for {function_id!r} must be callable, got {handler!r}")
     try:
-        signature: inspect.Signature | None = inspect.signature(handler)
-    except (TypeError, ValueError):  # some builtins have no signature: pass the payload
-        signature = None
-    takes_payload, payload_name, wants_metadata = _parameters(function_id, signature)
-    hints = _type_hints(handler)
-    payload_type = hints.get(payload_name, inspect.Parameter.empty) if payload_name else _SENTINEL
-    return_type = hints.get("return", inspect.Parameter.empty)
-
+        shape = _shape_of(handler)
+    except _UnsuitableSignature as exc:
+        raise TypeError(f"handler for {function_id!r} {exc}") from None
     structure: Callable[[Any], Any] | None = None
-    if payload_type is not _SENTINEL and not _is_raw(payload_type):
-        structure = _structurer(function_id, payload_type)
-    call = _caller(handler, takes_payload=takes_payload, wants_metadata=wants_metadata)
+    if shape.payload_type is not _SENTINEL and not _is_raw(shape.payload_type):
+        structure = _structurer(function_id, shape.payload_type)
+    call = _caller(handler, takes_payload=shape.takes_payload, wants_metadata=shape.wants_metadata)
     return PreparedHandler(
         function_id=function_id,
         call=call,
         structure=structure,
-        request_format=None if payload_type is _SENTINEL else _schema_or_none(payload_type),
-        response_format=_schema_or_none(return_type),
-        call_inline=_run_to_completion(call) if _never_suspends(handler) else None,
+        request_format=shape.request_format,
+        response_format=shape.response_format,
+        call_inline=_run_to_completion(call) if shape.never_suspends else None,
     )
+
+
+class _UnsuitableSignature(Exception):
+    """The handler cannot be called the way handlers are (the message says why)."""
+
+
+@attrs.frozen
+class _Shape:
+    """What the inspection of a handler found; holds no reference to the handler itself."""
+
+    takes_payload: bool
+    wants_metadata: bool
+    payload_type: Any
+    request_format: Any
+    response_format: Any
+    never_suspends: bool
+
+
+# One handler is often registered under many ids (a generic proxy, generated functions);
+# inspecting signatures and evaluating annotations is the costly part of registering.
+_shapes: weakref.WeakKeyDictionary[Callable[..., Any], _Shape] = weakref.WeakKeyDictionary()
+
+
+def _shape_of(handler: Callable[..., Any]) -> _Shape:
+    try:
+        return _shapes[handler]
+    except (KeyError, TypeError):  # TypeError: not weakly referenceable
+        pass
+    try:
+        signature: inspect.Signature | None = inspect.signature(handler)
+    except (TypeError, ValueError):  # some builtins have no signature: pass the payload
+        signature = None
+    takes_payload, payload_name, wants_metadata = _parameters(signature)
+    hints = _type_hints(handler)
+    payload_type = hints.get(payload_name, inspect.Parameter.empty) if payload_name else _SENTINEL
+    shape = _Shape(
+        takes_payload=takes_payload,
+        wants_metadata=wants_metadata,
+        payload_type=payload_type,
+        request_format=_schema_or_none(payload_type),
+        response_format=_schema_or_none(hints.get("return", inspect.Parameter.empty)),
+        never_suspends=_never_suspends(handler),
+    )
+    with contextlib.suppress(TypeError):
+        _shapes[handler] = shape
+    return shape
 
 
 # Every way an async function can suspend compiles to one of these in its own code object
@@ -184,9 +227,7 @@ def _run_to_completion(call: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[
     return run
 
 
-def _parameters(
-    function_id: str, signature: inspect.Signature | None
-) -> tuple[bool, str | None, bool]:
+def _parameters(signature: inspect.Signature | None) -> tuple[bool, str | None, bool]:
     if signature is None:
         return True, None, False
     kinds = inspect.Parameter
@@ -204,14 +245,14 @@ def _parameters(
         elif parameter.kind is kinds.VAR_POSITIONAL:
             var_positional = True
         elif parameter.kind is kinds.KEYWORD_ONLY and parameter.default is kinds.empty:
-            raise TypeError(
-                f"handler for {function_id!r} has a required keyword-only parameter "
-                f"{parameter.name!r}; a handler receives only the payload and metadata"
+            raise _UnsuitableSignature(
+                f"has a required keyword-only parameter {parameter.name!r}; "
+                "a handler receives only the payload and metadata"
             )
     required_extra = [p for p in positional[1:] if p.default is kinds.empty]
     if required_extra:
-        raise TypeError(
-            f"handler for {function_id!r} needs {len(positional)} positional arguments; "
+        raise _UnsuitableSignature(
+            f"needs {len(positional)} positional arguments; "
             "a handler receives only the payload (and a parameter named 'metadata')"
         )
     if positional:
