@@ -29,7 +29,7 @@ import cattrs
 import trio
 
 from ._context import enter_handler_context
-from ._protocol._codec import encode, encode_result
+from ._protocol._codec import encode, encode_result, strict_primitive
 from ._protocol._messages import ErrorBody, InvocationResult, InvokeFunction
 from ._schema import schema_for
 from ._transport import MAX_MESSAGE_SIZE
@@ -55,19 +55,10 @@ _RAW_PAYLOAD: Final = frozenset({inspect.Parameter.empty, Any, object, dict, lis
 _SENTINEL: Final = object()
 
 
-def _strict_primitive(kind: type[Any]) -> Callable[[Any, type[Any]], Any]:
-    def structure(value: Any, _: type[Any]) -> Any:
-        if type(value) is kind or (kind is float and type(value) is int):
-            return value
-        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-
-    return structure
-
-
 def _make_payload_converter() -> cattrs.Converter:
     converter = cattrs.Converter(detailed_validation=True)
     for kind in (str, int, float, bool):
-        converter.register_structure_hook(kind, _strict_primitive(kind))
+        converter.register_structure_hook(kind, strict_primitive(kind))
     return converter
 
 
@@ -362,14 +353,7 @@ async def serve_invocation(
     sink: ResultSink,
 ) -> None:
     """Run one invocation to completion and send its result frame to ``sink``."""
-    payload = message.data
-    caller_worker_id = None
-    if type(payload) is dict:
-        # The engine adds this key to object payloads; it belongs to the context, not the payload.
-        caller_worker_id = payload.pop("_caller_worker_id", None)
-    enter_handler_context(
-        message, worker, caller_worker_id if type(caller_worker_id) is str else None
-    )
+    payload = _enter_invocation(message, worker)
     try:
         if handler is None:
             frame = _error_frame(
@@ -379,11 +363,8 @@ async def serve_invocation(
             if handler.structure is not None:
                 payload = handler.structure(payload)
             frame = _result_frame(message, await handler.call(payload, message.metadata))
-    except InvalidPayload as exc:
-        frame = _error_frame(message, "invalid_payload", str(exc), None)
     except Exception as exc:
-        logger.debug("handler of %s raised", message.function_id, exc_info=True)
-        frame = _error_frame(message, "invocation_failed", str(exc) or repr(exc), _trace(exc))
+        frame = _failure_frame(message, exc)
     if message.invocation_id is None:
         # The engine always sends one (protocol.md 3.7); without it nobody could read a reply.
         logger.warning("invocation of %s came without an invocation_id", message.function_id)
@@ -402,24 +383,35 @@ def serve_inline(handler: PreparedHandler, message: InvokeFunction, worker: Work
 
 
 def _serve_inline(handler: PreparedHandler, message: InvokeFunction, worker: Worker) -> bytes:
-    payload = message.data
-    caller_worker_id = None
-    if type(payload) is dict:
-        caller_worker_id = payload.pop("_caller_worker_id", None)
-    enter_handler_context(
-        message, worker, caller_worker_id if type(caller_worker_id) is str else None
-    )
+    payload = _enter_invocation(message, worker)
     call_inline = handler.call_inline
     assert call_inline is not None
     try:
         if handler.structure is not None:
             payload = handler.structure(payload)
         return _result_frame(message, call_inline(payload, message.metadata))
-    except InvalidPayload as exc:
-        return _error_frame(message, "invalid_payload", str(exc), None)
     except Exception as exc:
-        logger.debug("handler of %s raised", message.function_id, exc_info=True)
-        return _error_frame(message, "invocation_failed", str(exc) or repr(exc), _trace(exc))
+        return _failure_frame(message, exc)
+
+
+def _enter_invocation(message: InvokeFunction, worker: Worker) -> Any:
+    """Make ``message`` the current handler context; return the payload the handler sees."""
+    payload = message.data
+    caller_worker_id = None
+    if type(payload) is dict:
+        # The engine adds this key to object payloads; it belongs to the context, not the payload.
+        caller_worker_id = payload.pop("_caller_worker_id", None)
+    enter_handler_context(
+        message, worker, caller_worker_id if type(caller_worker_id) is str else None
+    )
+    return payload
+
+
+def _failure_frame(message: InvokeFunction, exc: Exception) -> bytes:
+    if isinstance(exc, InvalidPayload):
+        return _error_frame(message, "invalid_payload", str(exc), None)
+    logger.debug("handler of %s raised", message.function_id, exc_info=True)
+    return _error_frame(message, "invocation_failed", str(exc) or repr(exc), _trace(exc))
 
 
 def _result_frame(message: InvokeFunction, result: Any) -> bytes:

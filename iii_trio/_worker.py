@@ -39,6 +39,7 @@ from ._dispatch import (
     to_json_value,
 )
 from ._exceptions import InvocationError
+from ._groups import raise_collapsed
 from ._protocol._messages import (
     EnqueueAction,
     InvokeFunction,
@@ -388,13 +389,7 @@ class Worker:
             trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
-        message = InvokeFunction(
-            function_id=function_id,
-            data=to_json_value(payload),
-            invocation_id=str(uuid.uuid4()),
-            metadata=metadata,
-            namespace=self._call_namespace(function_id, namespace),
-        )
+        message = self._invocation(function_id, payload, metadata, namespace, None)
         if self._invocation_timeout is None:
             return await self._call(message)
         with trio.fail_after(self._invocation_timeout):
@@ -413,13 +408,7 @@ class Worker:
         Returns once the frame is handed to the connection (after waiting for one if needed).
         """
         self._check_open()
-        message = InvokeFunction(
-            function_id=function_id,
-            data=to_json_value(payload),
-            metadata=metadata,
-            action=VoidAction(),
-            namespace=self._call_namespace(function_id, namespace),
-        )
+        message = self._invocation(function_id, payload, metadata, namespace, VoidAction())
         if self._state is not ConnectionState.CONNECTED:
             await self.wait_connected()
         self._current_session().send_nowait(message)
@@ -441,14 +430,8 @@ class Worker:
             InvocationError: the engine refused it (``enqueue_error``, e.g. no queue provider).
         """
         self._check_open()
-        message = InvokeFunction(
-            function_id=function_id,
-            data=to_json_value(payload),
-            invocation_id=str(uuid.uuid4()),
-            metadata=metadata,
-            action=EnqueueAction(queue=queue),
-            namespace=self._call_namespace(function_id, namespace),
-        )
+        action = EnqueueAction(queue=queue)
+        message = self._invocation(function_id, payload, metadata, namespace, action)
         receipt = await self._call(message)
         receipt_id = receipt.get("messageReceiptId") if isinstance(receipt, dict) else None
         if not isinstance(receipt_id, str):
@@ -458,6 +441,24 @@ class Worker:
                 function_id=function_id,
             )
         return receipt_id
+
+    def _invocation(
+        self,
+        function_id: str,
+        payload: JSONValue,
+        metadata: JSONValue,
+        namespace: str | None,
+        action: VoidAction | EnqueueAction | None,
+    ) -> InvokeFunction:
+        # A void call carries no invocation id: the engine then sends no result back.
+        return InvokeFunction(
+            function_id=function_id,
+            data=to_json_value(payload),
+            invocation_id=None if isinstance(action, VoidAction) else str(uuid.uuid4()),
+            metadata=metadata,
+            action=action,
+            namespace=self._call_namespace(function_id, namespace),
+        )
 
     async def _call(self, message: InvokeFunction) -> JSONValue:
         if self._state is not ConnectionState.CONNECTED:
@@ -653,35 +654,6 @@ async def open_worker(
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        _raise_collapsed(group)
+        raise_collapsed(group)
     finally:
         worker.session_changed(None, ConnectionState.CLOSED)
-
-
-def _raise_collapsed(group: BaseExceptionGroup[BaseException]) -> None:
-    """Re-raise what escaped the worker's nursery as one exception (trio's "hide the nursery"
-    strategy): KeyboardInterrupt first, then the one real error; Cancelled only if nothing else.
-    """
-    leaves = list(_leaves(group))
-    for leaf in leaves:
-        if isinstance(leaf, KeyboardInterrupt):
-            raise leaf from group
-    errors = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
-    if not errors:
-        raise leaves[0]
-    first = errors[0]
-    context = first.__context__
-    try:
-        raise first
-    finally:
-        first.__context__ = context
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
-        else:
-            found.append(exc)
-    return found

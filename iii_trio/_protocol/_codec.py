@@ -47,7 +47,7 @@ from ._messages import (
     VoidAction,
 )
 
-__all__ = ["decode", "decode_json", "encode", "encode_json", "encode_result"]
+__all__ = ["decode", "decode_json", "encode", "encode_json", "encode_result", "strict_primitive"]
 
 logger = logging.getLogger("iii_trio.protocol")
 
@@ -63,8 +63,12 @@ _FIELD_NAMES: Final[dict[type[Any], frozenset[str]]] = {
 }
 
 
-def _strict(kind: type[Any]) -> Callable[[Any, type[Any]], Any]:
-    # cattrs would happily turn 5 into "5"; the engine would not, and neither do we.
+def strict_primitive(kind: type[Any]) -> Callable[[Any, type[Any]], Any]:
+    """A cattrs structure hook that accepts exactly ``kind`` (and ints for floats).
+
+    cattrs would happily turn 5 into "5"; the engine would not, and neither do we.
+    """
+
     def structure(value: Any, _: type[Any]) -> Any:
         if type(value) is kind or (kind is float and type(value) is int):
             return value
@@ -106,7 +110,7 @@ def _is_list_type(declared: Any) -> bool:
 def _make_converter(*, detailed: bool) -> cattrs.Converter:
     converter = cattrs.Converter(detailed_validation=detailed, forbid_extra_keys=False)
     for kind in (str, int, bool, float):
-        converter.register_structure_hook(kind, _strict(kind))
+        converter.register_structure_hook(kind, strict_primitive(kind))
 
     def structure_list(value: Any, declared: Any) -> list[Any]:
         # cattrs would turn any iterable (a string, an object's keys) into a list.

@@ -50,6 +50,7 @@ from typing import Final, NoReturn, final
 import trio
 
 from .._exceptions import ProtocolError
+from .._groups import raise_collapsed
 from .._protocol._codec import decode, encode
 from .._protocol._messages import Message
 from .._transport import Payload, TransportClosed, UpgradeRequest, WebSocket, serve_websockets
@@ -159,10 +160,7 @@ async def open_dev_engine(
             finally:
                 nursery.cancel_scope.cancel(reason="open_dev_engine block exited")
     except BaseExceptionGroup as group:
-        single = _single_meaningful_exception(group)
-        if single is None:
-            raise
-        _reraise_keeping_context(single)
+        raise_collapsed(group)
 
 
 async def serve_dev_engine(
@@ -457,35 +455,3 @@ def _channel_query_problem(query: Mapping[str, list[str]]) -> str | None:
     if directions[0] not in ("read", "write"):
         return f"unknown variant `{directions[0]}`, expected `read` or `write`"
     return None
-
-
-def _single_meaningful_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception worth raising from ``group``, or ``None`` if it holds several."""
-    leaves = list(_leaves(group))
-    for leaf in leaves:
-        if isinstance(leaf, KeyboardInterrupt):
-            return leaf
-    meaningful = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
-    if not meaningful:
-        return leaves[0]
-    return meaningful[0] if len(meaningful) == 1 else None
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            found.extend(_leaves(exc))
-        else:
-            found.append(exc)
-    return found
-
-
-def _reraise_keeping_context(exc: BaseException) -> NoReturn:
-    # Raising a leaf inside ``except`` would make the group its __context__; keep the original.
-    context = exc.__context__
-    try:
-        raise exc
-    finally:
-        exc.__context__ = context
-        del exc, context
