@@ -33,9 +33,12 @@ async def _serve_scripted_engine(
     on_message: Callable[[WebSocket, Any], bool | None],
     *,
     greeting: list[bytes] | None = None,
+    requests: list[UpgradeRequest] | None = None,
     task_status: trio.TaskStatus[str],
 ) -> None:
     async def handler(websocket: WebSocket, request: UpgradeRequest) -> None:
+        if requests is not None:
+            requests.append(request)
         for frame in greeting or []:
             websocket.send_text(frame)
         websocket.send_text(encode(WorkerRegistered(worker_id=str(uuid.uuid4()))))
@@ -150,3 +153,24 @@ async def test_pending_call_fails_with_connection_lost_and_the_worker_reconnects
         await worker.wait_connected()
         assert await worker.trigger("x::y", {}) == "back"
         assert worker.worker_id != first_id
+
+
+async def test_handshake_headers_and_token_reach_the_engine(
+    nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    requests: list[UpgradeRequest] = []
+    url = await nursery.start(
+        functools.partial(
+            _serve_scripted_engine, _answer_register_then(lambda ws, m: None), requests=requests
+        )
+    )
+    monkeypatch.setenv("III_TOKEN", "s3cret")
+    async with iii_trio.open_worker(url, name="h", headers={"X-Tenant": "acme"}):
+        pass
+    async with iii_trio.open_worker(url, name="h2", headers={"authorization": "Basic abc"}):
+        pass
+    first, second = requests
+    assert first.path == "/"
+    assert first.headers["x-tenant"] == "acme"
+    assert first.headers["authorization"] == "Bearer s3cret"
+    assert second.headers["authorization"] == "Basic abc"  # an explicit one wins
