@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, NoReturn, TextIO
 
 import attrs
@@ -572,6 +572,28 @@ def _error(stderr: TextIO, message: str) -> None:
     print(f"Error: {message}", file=stderr)
 
 
+async def _until_interrupted(run: Callable[[], Awaitable[int]]) -> int:
+    """``await run()``, or 130 (a shell's status for Ctrl-C) if SIGINT arrives first.
+
+    Receiving the signal instead of letting trio raise KeyboardInterrupt wherever the program
+    happens to be makes Ctrl-C a plain cancellation: the connection closes in order and no
+    library task ever sees the interrupt.
+    """
+    status = 130
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def body() -> None:
+                nonlocal status
+                status = await run()
+                nursery.cancel_scope.cancel(reason="finished")
+
+            nursery.start_soon(body)
+            await anext(signals)
+            nursery.cancel_scope.cancel(reason="interrupted")
+    return status
+
+
 # -- running dev -----------------------------------------------------------------------------
 
 
@@ -668,11 +690,12 @@ def _trigger_main(argv: Sequence[str], prog: str, stdout: TextIO, stderr: TextIO
     )
     if args.help:
         return trio.run(
+            _until_interrupted,
             lambda: run_function_help(
                 request, prog=prog, static_help=static_help, stdout=stdout, stderr=stderr
-            )
+            ),
         )
-    return trio.run(run_trigger, request, stdout, stderr)
+    return trio.run(_until_interrupted, lambda: run_trigger(request, stdout, stderr))
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "iii-trio") -> int:

@@ -576,6 +576,41 @@ async def test_connection_closing_before_the_result() -> None:
     assert ran.seconds < 5
 
 
+async def test_ctrl_c_while_waiting_exits_130(iii_engine: DevEngine) -> None:
+    called = trio.Event()
+
+    async def hang(payload: Any) -> None:
+        called.set()
+        await trio.sleep_forever()
+
+    async with iii_trio.open_worker(iii_engine.url, name="interrupted") as worker:
+        worker.register_function("demo::hang", hang)
+        await worker.wait_registered()
+        async with trio.open_nursery() as nursery:
+            process: trio.Process = await nursery.start(
+                functools.partial(
+                    trio.run_process,
+                    [str(CLI), "trigger", "demo::hang", "--port", str(iii_engine.port)],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    check=False,
+                    env=ENV,
+                )
+            )
+            try:
+                with trio.fail_after(10):
+                    await called.wait()
+                    process.send_signal(signal.SIGINT)
+                    await process.wait()
+            finally:
+                if process.returncode is None:
+                    process.kill()
+            assert process.stderr is not None
+            stderr = await process.stderr.receive_some()
+    assert process.returncode == 130, stderr.decode()
+    assert b"Traceback" not in stderr
+
+
 async def test_namespace_flag(iii_engine: DevEngine) -> None:
     async with iii_trio.open_worker(iii_engine.url, name="billing", namespace="billing") as worker:
         worker.register_function("invoices::total", lambda payload: 42)
@@ -591,18 +626,26 @@ async def test_namespace_flag(iii_engine: DevEngine) -> None:
 
 async def test_overlapping_invocations_both_succeed(iii_engine: DevEngine) -> None:
     # Both connect as "iii-cli:trigger"; the one refused the name retries under a unique name.
-    async with iii_trio.open_worker(iii_engine.url, name="slow") as worker:
+    arrived = 0
+    both_arrived = trio.Event()
+    names_while_both_ran: set[str | None] = set()
+    async with iii_trio.open_worker(iii_engine.url, name="meeting-point") as worker:
 
-        @worker.function("demo::slow")
-        async def slow(payload: Any) -> Any:
-            await trio.sleep(0.5)
+        @worker.function("demo::meet")
+        async def meet(payload: Any) -> Any:
+            nonlocal arrived
+            arrived += 1
+            if arrived == 2:
+                names_while_both_ran.update(info.name for info in await worker.list_workers())
+                both_arrived.set()
+            await both_arrived.wait()
             return payload
 
         await worker.wait_registered()
         results: dict[int, Ran] = {}
 
         async def one(n: int) -> None:
-            results[n] = await trigger(iii_engine.port, "demo::slow", f"n={n}")
+            results[n] = await trigger(iii_engine.port, "demo::meet", f"n={n}")
 
         async with trio.open_nursery() as nursery:
             for n in (1, 2):
@@ -610,6 +653,10 @@ async def test_overlapping_invocations_both_succeed(iii_engine: DevEngine) -> No
     assert {n: (ran.returncode, ran.stdout) for n, ran in results.items()} == {
         n: (0, pretty({"n": n})) for n in (1, 2)
     }
+    cli_names = {name for name in names_while_both_ran if name and name.startswith("iii-cli:")}
+    assert len(cli_names) == 2
+    assert "iii-cli:trigger" in cli_names
+    assert all(name.startswith("iii-cli:trigger:") for name in cli_names - {"iii-cli:trigger"})
 
 
 async def test_python_dash_m(iii_engine: DevEngine) -> None:
