@@ -12,7 +12,8 @@
 ``--payload`` spelling. ``dev`` runs the dev engine in the foreground until Ctrl-C.
 
 This module is the outermost caller, so it is the one place that turns ``--timeout-ms`` into
-:func:`trio.fail_after` and that handles :class:`KeyboardInterrupt`; the library does neither.
+:func:`trio.fail_after` and that handles Ctrl-C (it receives SIGINT while trio runs and catches
+:class:`KeyboardInterrupt` outside that window); the library does neither.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import socket
 import sys
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, NoReturn, TextIO
+from typing import Any, Final, TextIO
 
 import attrs
 import orjson
@@ -51,7 +52,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 __all__ = ["main"]
 
-_dev_logger = logging.getLogger("iii_trio.cli")
+logger = logging.getLogger("iii_trio.cli")
 
 #: The worker name the CLI connects as, like the engine binary's ``iii trigger``.
 CLI_WORKER_NAME: Final = "iii-cli:trigger"
@@ -336,8 +337,9 @@ def _dev_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{prog} dev",
         description=(
-            "Run the iii_trio dev engine in the foreground until Ctrl-C: workers and "
-            f"`{prog} trigger` can use it on a machine without the iii binary."
+            "Run the iii_trio dev engine in the foreground until Ctrl-C (or SIGTERM): workers\n"
+            f"and `{prog} trigger` can use it on a machine without the iii binary. Workers\n"
+            "connecting and leaving are logged on stderr."
         ),
         formatter_class=_Formatter,
     )
@@ -363,7 +365,9 @@ def _main_parser(prog: str) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("command", choices=["trigger", "t", "dev"], metavar="COMMAND")
+    parser.add_argument(
+        "command", choices=["trigger", "t", "dev"], metavar="COMMAND", help="trigger (t) or dev"
+    )
     return parser
 
 
@@ -604,9 +608,9 @@ async def serve_dev(host: str, port: int) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             engine = await nursery.start(serve_dev_engine, host, port)
-            _dev_logger.info("workers connect to %s; press Ctrl-C to stop", engine.url)
+            logger.info("workers connect to %s; press Ctrl-C to stop", engine.url)
             received = await anext(signals)
-            _dev_logger.info("%s received: stopping", signal.Signals(received).name)
+            logger.info("%s received: stopping", signal.Signals(received).name)
             nursery.cancel_scope.cancel(reason="signal received")
 
 
@@ -707,7 +711,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "iii-trio") -> int:
     # so the command word is dispatched by hand and each command has its own parser.
     if not args or args[0].startswith("-"):
         parser.parse_args(args)  # --help / --version exit here; anything else is an error
-        _usage_exit(parser, "a COMMAND is required")
+        parser.error("a COMMAND is required")
     command, rest = args[0], args[1:]
     try:
         if command in ("trigger", "t"):
@@ -726,7 +730,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "iii-trio") -> int:
             raise
         return 0 if command == "dev" else 130
     parser.parse_args(args[:1])  # reports the invalid choice
-    _usage_exit(parser, f"unknown command {command!r}")
+    parser.error(f"unknown command {command!r}")
 
 
 def _silence_stdout() -> None:
@@ -735,7 +739,3 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # not a real file (captured output): nothing to protect
         pass
-
-
-def _usage_exit(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    parser.error(message)
