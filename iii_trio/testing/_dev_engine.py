@@ -21,22 +21,31 @@ Task tree::
     serve_dev_engine                      (startable; open_dev_engine runs it in its nursery)
     ├── serve_websockets                  accepts upgrades; one handler task per connection
     │   └── _Server.handle                per worker connection:
-    │       ├── reader (the handler)      decode → EngineState.receive → perform outputs
-    │       └── writer                    drains the connection's outbox, one flush per batch
+    │       ├── reader (the handler)      decode → EngineState → queue frames → write them
+    │       └── writer                    sends what the readers could not, one flush per batch
     └── _Server.run_timers                sleeps until EngineState.next_deadline, then tick()
 
 Every call into the core is synchronous and performing its outputs never blocks, so no task
-ever waits on another connection. The only waiting is backpressure on a connection's own
-reader: when more than :data:`OUTBOX_CAPACITY` messages are queued for a worker that is not
-reading, the engine stops reading that worker too. Messages other connections route to it are
-still queued without blocking their senders; the real engine holds those in per-invocation
-tasks blocked on the full queue, which is the same amount of memory and the same (lack of)
-progress, without the cross-connection wait that could deadlock two slow workers.
+ever waits on another connection. Outputs are encoded at once and queued in the target
+connection's outbox; the reader that produced them writes them itself (every
+:data:`_WRITE_EVERY` frames of a read, and at its end) with one non-blocking send per
+connection, as long as that connection's writer is idle. Whatever the kernel does not take at
+once, and whatever is queued meanwhile, is the writer's. The only waiting is backpressure on a
+connection's own reader: when more than :data:`OUTBOX_CAPACITY` frames are queued for a worker
+that is not reading, the engine stops reading that worker too. Frames other connections route
+to it are still queued without blocking their senders; the real engine holds those in
+per-invocation tasks blocked on the full queue, which is the same amount of memory and the same
+(lack of) progress, without the cross-connection wait that could deadlock two slow workers.
+
+The two messages of every routed call (``invokefunction`` and ``invocationresult``, in their
+common form) skip the message objects: the reader checks the decoded JSON the way the codec
+would and calls :meth:`EngineState.route_invocation` / :meth:`EngineState.route_result`, which
+answer with plain values; everything else goes through ``decode`` and
+:meth:`EngineState.receive`. Tests check that both paths send the same frames.
 """
 
 from __future__ import annotations
 
-import collections
 import functools
 import logging
 import math
@@ -47,12 +56,13 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Final, NoReturn, final
 
+import orjson
 import trio
 
 from .._exceptions import ProtocolError
 from .._groups import raise_collapsed
 from .._protocol._codec import decode, encode
-from .._protocol._messages import Message
+from .._protocol._messages import JSON, Message
 from .._transport import Payload, TransportClosed, UpgradeRequest, WebSocket, serve_websockets
 from .._version import __version__
 from ._engine_state import (
@@ -84,6 +94,10 @@ _ABORT_TIMEOUT: Final = 0.5
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
 _JSON_WHITESPACE: Final = frozenset(b" \t\r\n")
 _CHANNEL_PATH: Final = "/ws/channels/"
+#: Routed frames between two writes within one read (see _Server._route_frames).
+_WRITE_EVERY: Final = 32
+#: The codec's logger: at DEBUG it reports unknown fields, which only its decode() does.
+_codec_logger: Final = logging.getLogger("iii_trio.protocol")
 
 
 @final
@@ -229,47 +243,95 @@ def _unix_ms() -> int:
 
 
 class _Outbox:
-    """Messages waiting to be written to one connection, and the state of its closing."""
+    """Frames waiting to be written to one connection, and the state of its closing.
 
-    def __init__(self, websocket: WebSocket) -> None:
+    A frame is queued here, already encoded, until it is handed to the WebSocket: by the
+    reader that produced it (:meth:`write_out`, once per chunk of routed frames) while this
+    connection's writer is idle, or else by the writer. The writer is busy from the moment it
+    is woken until everything queued is on the wire; while it is, frames only queue up, which
+    is what the backpressure rule counts.
+    """
+
+    def __init__(self, websocket: WebSocket, dirty: list[_Outbox]) -> None:
         self.websocket = websocket
-        self.queue: collections.deque[Message] = collections.deque()
+        self.queue: list[bytes] = []
+        self._dirty = dirty
         self._closing = False
         #: Drop the socket without a close frame when the connection ends.
         self.abort = False
         self.cancel_scope = trio.CancelScope()
+        self._writer_busy = False
         self._writer_wakeup = trio.Event()
         self._room = trio.Event()
 
     def is_closing(self) -> bool:
-        """No more messages are accepted; the writer leaves once the queue is empty."""
+        """No more frames are accepted; the writer leaves once the queue is empty."""
         return self._closing
 
-    def push(self, message: Message) -> None:
-        if not self._closing:
-            self.queue.append(message)
-            self._writer_wakeup.set()
+    def push(self, frame: bytes) -> None:
+        """Queue ``frame``; it is written at the next :meth:`_Server._write_dirty`."""
+        if self._closing:
+            return
+        if not self.queue:
+            self._dirty.append(self)
+        self.queue.append(frame)
+
+    def write_out(self) -> None:
+        """Hand the queued frames to the WebSocket and send what the kernel takes at once.
+
+        Only while the writer is idle: a busy writer takes them itself. Whatever the kernel
+        does not take is left to the writer, which becomes busy.
+        """
+        if self._writer_busy or not self.queue:
+            return
+        websocket = self.websocket
+        frames, self.queue = self.queue, []
+        self._room.set()
+        try:
+            for frame in frames:
+                websocket.send_text(frame)
+        except TransportClosed:
+            self.cancel_scope.cancel()
+            return
+        if not websocket.send_now():
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        self._writer_busy = True
+        self._writer_wakeup.set()
 
     def finish(self) -> None:
         self._closing = True
-        self._writer_wakeup.set()
+        self._wake_writer()
 
-    def take_all(self) -> collections.deque[Message]:
-        batch, self.queue = self.queue, collections.deque()
+    def take_all(self) -> list[bytes]:
+        """The queued frames, for the writer."""
+        frames, self.queue = self.queue, []
         self._room.set()
-        return batch
+        return frames
 
     @property
     def is_full(self) -> bool:
         return len(self.queue) >= OUTBOX_CAPACITY
 
-    async def wait_for_push(self) -> None:
-        """Wait until a message is pushed or :meth:`finish` is called."""
+    async def wait_for_work(self) -> None:
+        """Wait until the writer is needed: output is left unsent or :meth:`finish` was called.
+
+        The writer is busy from then on, until it calls :meth:`writer_idle`.
+        """
+        if self._writer_busy:
+            await trio.lowlevel.checkpoint()  # woken before it got here
+        else:
+            await self._writer_wakeup.wait()
+        self._writer_busy = True
         self._writer_wakeup = trio.Event()
-        await self._writer_wakeup.wait()
+
+    def writer_idle(self) -> None:
+        """The writer sent everything and waits again: readers may write themselves."""
+        self._writer_busy = False
 
     async def wait_for_take(self) -> None:
-        """Wait until the writer takes the queued messages."""
+        """Wait until the queued frames are taken."""
         self._room = trio.Event()
         await self._room.wait()
 
@@ -280,6 +342,8 @@ class _Server:
     def __init__(self, state: EngineState) -> None:
         self._state = state
         self._outboxes: dict[str, _Outbox] = {}
+        #: Outboxes that got frames since the last :meth:`_write_dirty`.
+        self._dirty: list[_Outbox] = []
         self._timer_deadline = math.inf
         self._timer_wakeup = trio.Event()
 
@@ -309,7 +373,7 @@ class _Server:
     # -- one worker connection ---------------------------------------------------------------------
 
     async def _serve_worker(self, websocket: WebSocket, request: UpgradeRequest) -> None:
-        outbox = _Outbox(websocket)
+        outbox = _Outbox(websocket, self._dirty)
         connection_id, outputs = self._state.connect(
             peer_host=request.peer_host, now=trio.current_time(), connected_at_ms=_unix_ms()
         )
@@ -319,6 +383,7 @@ class _Server:
                 outbox.cancel_scope = nursery.cancel_scope
                 nursery.start_soon(self._write, outbox)
                 self._perform(outputs)
+                self._write_dirty()
                 await self._read(connection_id, outbox)
                 if outbox.is_closing() and not outbox.abort:
                     outbox.finish()  # the writer leaves after the last queued frame
@@ -327,6 +392,7 @@ class _Server:
         finally:
             del self._outboxes[connection_id]
             self._perform(self._state.disconnect(connection_id))
+            self._write_dirty()
             # Eviction and engine shutdown drop the socket without a close frame, as the engine
             # does; a cancelled scope around us means the engine is shutting down.
             if outbox.abort or trio.current_effective_deadline() == -math.inf:
@@ -335,36 +401,152 @@ class _Server:
 
     async def _read(self, connection_id: str, outbox: _Outbox) -> None:
         """Feed the connection's messages to the core until it closes or must stop."""
-        receive = self._state.receive
         websocket = outbox.websocket
         while not outbox.is_closing():
             try:
                 frames = await websocket.receive_messages()
             except TransportClosed:
                 break
-            now = trio.current_time()
-            for is_text, payload in frames:
-                message = _decode_frame(is_text, payload)
-                if message is not None:
-                    self._perform(receive(connection_id, message, now))
-                    if outbox.is_closing():
-                        break
+            self._route_frames(connection_id, outbox, frames)
             # Backpressure: a worker that does not read its messages is not read either.
             while outbox.is_full and not outbox.is_closing():
                 await outbox.wait_for_take()
         await trio.lowlevel.checkpoint()
 
+    def _route_frames(
+        self, connection_id: str, outbox: _Outbox, frames: list[tuple[bool, Payload]]
+    ) -> None:
+        """Handle the frames of one read, in order, writing what they produce as it goes.
+
+        Writing every :data:`_WRITE_EVERY` frames, rather than once at the end, lets the
+        workers start on the first calls of a large read while the engine routes the rest.
+        """
+        # The two messages of every routed call are decoded and routed without building
+        # message objects; anything unusual takes the general path, which decodes the frame
+        # again. At DEBUG the codec reports unknown fields, so then everything takes it.
+        fast = not _codec_logger.isEnabledFor(logging.DEBUG)
+        now = trio.current_time()
+        unwritten = 0
+        for is_text, payload in frames:
+            unwritten += 1
+            if unwritten == _WRITE_EVERY:
+                self._write_dirty()
+                unwritten = 0
+            if fast:
+                try:
+                    raw = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raw = None
+                if type(raw) is dict:
+                    tag = raw.get("type")
+                    if tag == "invocationresult":
+                        if self._route_result(connection_id, raw):
+                            continue
+                    elif tag == "invokefunction" and self._route_invocation(connection_id, raw):
+                        continue
+            message = _decode_frame(is_text, payload)
+            if message is not None:
+                self._perform(self._state.receive(connection_id, message, now))
+                if outbox.is_closing():
+                    break
+        self._write_dirty()
+
+    def _route_result(self, connection_id: str, raw: dict[str, JSON]) -> bool:
+        """:meth:`EngineState.route_result` for a decoded ``invocationresult`` frame the codec
+        would decode without error; False when the general path must take it."""
+        invocation_id = raw.get("invocation_id")
+        traceparent = raw.get("traceparent")
+        baggage = raw.get("baggage")
+        if (
+            type(invocation_id) is not str
+            or type(raw.get("function_id")) is not str
+            or raw.get("error") is not None
+            or (traceparent is not None and type(traceparent) is not str)
+            or (baggage is not None and type(baggage) is not str)
+        ):
+            return False
+        result = raw.get("result")
+        caller = self._state.route_result(connection_id, invocation_id, result)
+        if type(caller) is bool:
+            return caller
+        target = self._outboxes.get(caller.connection.id)
+        if target is not None:
+            target.push(
+                _result_frame(
+                    caller.invocation_id,
+                    caller.function_id,
+                    result,
+                    caller.traceparent,
+                    caller.baggage,
+                )
+            )
+        return True
+
+    def _route_invocation(self, connection_id: str, raw: dict[str, JSON]) -> bool:
+        """:meth:`EngineState.route_invocation` for a decoded ``invokefunction`` frame the codec
+        would decode without error; False when the general path must take it."""
+        function_id = raw.get("function_id")
+        invocation_id = raw.get("invocation_id")
+        traceparent = raw.get("traceparent")
+        baggage = raw.get("baggage")
+        namespace = raw.get("namespace")
+        if (
+            type(function_id) is not str
+            or type(invocation_id) is not str
+            or "data" not in raw
+            or raw.get("action") is not None
+            or (traceparent is not None and type(traceparent) is not str)
+            or (baggage is not None and type(baggage) is not str)
+            or (namespace is not None and type(namespace) is not str)
+        ):
+            return False
+        data = raw["data"]
+        metadata = raw.get("metadata")
+        routed = self._state.route_invocation(
+            connection_id,
+            function_id,
+            data,
+            invocation_id,
+            traceparent,
+            baggage,
+            metadata,
+            namespace,
+        )
+        if routed is None:
+            return False
+        target = self._outboxes.get(routed[0])
+        if target is not None:
+            target.push(
+                _invocation_frame(
+                    function_id, data, invocation_id, traceparent, routed[1], metadata
+                )
+            )
+        return True
+
+    def _write_dirty(self) -> None:
+        """Write out every outbox that got frames since the last call."""
+        dirty = self._dirty
+        if dirty:
+            for outbox in dirty:
+                outbox.write_out()
+            dirty.clear()
+
     async def _write(self, outbox: _Outbox) -> None:
-        """Write everything queued with one flush per batch, until the outbox is finished."""
+        """Write what the readers leave: the frames queued while this was busy, and the bytes
+        the kernel did not take at once; until the outbox is finished."""
         websocket = outbox.websocket
         try:
-            while outbox.queue or not outbox.is_closing():
-                if not outbox.queue:
-                    await outbox.wait_for_push()
-                    continue
-                for message in outbox.take_all():
-                    websocket.send_text(encode(message))
-                await websocket.flush()
+            while True:
+                await outbox.wait_for_work()
+                while True:
+                    for frame in outbox.take_all():
+                        websocket.send_text(frame)
+                    await websocket.flush()
+                    if not outbox.queue:
+                        break
+                if outbox.is_closing():
+                    break
+                outbox.writer_idle()
         except TransportClosed:
             outbox.cancel_scope.cancel()
         await trio.lowlevel.checkpoint()
@@ -372,11 +554,12 @@ class _Server:
     # -- outputs and timers ------------------------------------------------------------------------
 
     def _perform(self, outputs: list[Output]) -> None:
+        """Do what the core asks; frames are queued and written by :meth:`_write_dirty`."""
         for output in outputs:
             if type(output) is Send:
                 outbox = self._outboxes.get(output.connection_id)
                 if outbox is not None:
-                    outbox.push(output.message)
+                    outbox.push(encode(output.message))
             elif isinstance(output, CloseConnection):
                 self._close(output)
             elif isinstance(output, TimerArmed):
@@ -419,6 +602,55 @@ class _Server:
             with trio.move_on_at(self._timer_deadline):
                 await self._timer_wakeup.wait()
             self._perform(self._state.tick(trio.current_time()))
+            self._write_dirty()
+
+
+# These two build the same JSON as encode() of the message (tests compare them), without the
+# message object: the routing fast path of _Server._route_frames has only the fields.
+
+
+def _invocation_frame(
+    function_id: str,
+    data: object,
+    invocation_id: str,
+    traceparent: str | None,
+    baggage: str | None,
+    metadata: object,
+) -> bytes:
+    fields: dict[str, object] = {
+        "type": "invokefunction",
+        "function_id": function_id,
+        "data": data,
+        "invocation_id": invocation_id,
+    }
+    if metadata is not None:
+        fields["metadata"] = metadata
+    if traceparent is not None:
+        fields["traceparent"] = traceparent
+    if baggage is not None:
+        fields["baggage"] = baggage
+    return orjson.dumps(fields)
+
+
+def _result_frame(
+    invocation_id: str,
+    function_id: str,
+    result: object,
+    traceparent: str | None,
+    baggage: str | None,
+) -> bytes:
+    fields: dict[str, object] = {
+        "type": "invocationresult",
+        "invocation_id": invocation_id,
+        "function_id": function_id,
+    }
+    if result is not None:
+        fields["result"] = result
+    if traceparent is not None:
+        fields["traceparent"] = traceparent
+    if baggage is not None:
+        fields["baggage"] = baggage
+    return orjson.dumps(fields)
 
 
 def _decode_frame(is_text: bool, payload: Payload) -> Message | None:

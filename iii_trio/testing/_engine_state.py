@@ -21,6 +21,12 @@ outputs for the shell to perform in order: :class:`Send` a message to a connecti
 :class:`CloseConnection`, :class:`TimerArmed` (wake the timer earlier), or one of the
 informational worker events the shell logs.
 
+Two shortcuts serve the messages every routed call consists of: :meth:`EngineState.route_invocation`
+and :meth:`EngineState.route_result` take plain field values and return plain values, building
+no message or output objects. They handle only the common case and decline anything else,
+having changed nothing, for the shell to pass to :meth:`EngineState.receive`; tests drive twin
+engines through both and compare every output.
+
 Because every call runs to completion, the engine's spawned invocation tasks reduce to entries in
 one global map of pending invocations keyed by invocation id, plus a per-connection in-flight set;
 a result completes an entry, a disconnect halts every entry in the connection's set. Namespace
@@ -255,10 +261,14 @@ class _Function:
     metadata: JSON = None
 
 
-@attrs.frozen
+@attrs.define(eq=False)
 class _Caller:
     """Where an invocation's answer goes: the calling connection, the id it used, the function
-    id it asked for, and the trace fields the reply echoes."""
+    id it asked for, and the trace fields the reply echoes.
+
+    Never changed once built; not ``frozen`` only because one is built per call and a frozen
+    attrs class costs about four times as much to build.
+    """
 
     connection: _Connection
     invocation_id: str
@@ -690,6 +700,98 @@ class EngineState:
             # pong, workerregistered, registrationrejected, unregistertriggertype, unknown types.
             logger.debug("ignoring %s from %s", type(message).__name__, connection_id)
         return out
+
+    # The two methods below are :meth:`receive` for the two messages every routed call consists
+    # of, in the common case only, with plain values in and out: no message object is built or
+    # read, no output list either. Anything else they decline, having changed nothing, and the
+    # shell then builds the message and calls :meth:`receive` (tests check both give the same).
+
+    def route_invocation(
+        self,
+        connection_id: str,
+        function_id: str,
+        data: JSON,
+        invocation_id: str,
+        traceparent: str | None,
+        baggage: str | None,
+        metadata: JSON,
+        namespace: str | None,
+    ) -> tuple[str, str | None] | None:
+        """:meth:`receive` of an ``invokefunction`` without ``action``, if it is the common case.
+
+        That is: a call with a canonical invocation id not already in flight, from an open
+        connection, to a function an open worker connection provides. ``data``, when it is a
+        dict, gets ``_caller_worker_id`` added in place, so it must be a fresh one (just
+        decoded) that nobody else holds.
+
+        Returns:
+            ``(executor_connection_id, baggage)``: send that connection
+            ``InvokeFunction(function_id, data, invocation_id, traceparent, baggage,
+            metadata=metadata)``, with the ``data`` and ``baggage`` this returns, and nothing
+            else. ``None`` when the message is not the common case: nothing was done, pass it
+            to :meth:`receive`.
+        """
+        connection = self._connections.get(connection_id)
+        if (
+            connection is None
+            or connection.liveness is not _Liveness.OPEN
+            or len(invocation_id) != 36
+            or invocation_id in self._pending
+            or not _CANONICAL_UUID.match(invocation_id)
+        ):
+            return None
+        if namespace is None:
+            namespace = DEFAULT_NAMESPACE
+        elif _is_blank(namespace):
+            return None
+        function = self._functions.get((namespace, function_id))
+        if function is None:
+            return None
+        executor = function.owner
+        if executor is None or executor.liveness is not _Liveness.OPEN:
+            return None
+        if type(data) is dict:
+            # What receive() does with a copy; same keys in the same order.
+            data["_caller_worker_id"] = connection.id
+        caller = _Caller(connection, invocation_id, function_id, traceparent, baggage)
+        if traceparent is not None or baggage is not None:
+            baggage = baggage_with_function_id(baggage, function_id)
+        connection.in_flight.add(invocation_id)
+        self._pending[invocation_id] = _Pending(executor, caller)
+        executor.in_flight.add(invocation_id)
+        return executor.id, baggage
+
+    def route_result(self, connection_id: str, invocation_id: str, result: JSON) -> _Caller | bool:
+        """:meth:`receive` of an ``invocationresult`` without ``error``, if it is the common case.
+
+        That is: the result of a pending call routed to a worker, not of an enqueue, arriving
+        on an open connection under the canonical id the engine delivered it with. The result
+        frame's ``function_id`` and trace fields are not needed: the reply takes the caller's.
+
+        Returns:
+            The caller to answer: send its connection ``InvocationResult(caller.invocation_id,
+            caller.function_id, result=result, traceparent=caller.traceparent,
+            baggage=caller.baggage)``. ``True`` when the result was taken and nobody is to be
+            answered. ``False`` when the message is not the common case: nothing was done, pass
+            it to :meth:`receive`.
+        """
+        pending = self._pending.get(invocation_id)
+        if pending is None or pending.receipt_id is not None:
+            return False
+        connection = self._connections.get(connection_id)
+        if connection is None or connection.liveness is not _Liveness.OPEN:
+            return False
+        # The keys of _pending are canonical, so finding it proves the id was.
+        del self._pending[invocation_id]
+        pending.executor.in_flight.discard(invocation_id)
+        caller = pending.caller
+        if caller is None:
+            return True
+        caller_connection = caller.connection
+        caller_connection.in_flight.discard(invocation_id)
+        if caller_connection.liveness is not _Liveness.OPEN:
+            return True
+        return caller
 
     def disconnect(self, connection_id: str) -> list[Output]:
         """Run the disconnect cleanup of section 2.8 (once; later calls are no-ops)."""

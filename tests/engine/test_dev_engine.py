@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
+import orjson
 import pytest
 import trio
 import trio.testing
 import trio_websocket
 
-from iii_trio._protocol._codec import encode
+from iii_trio._protocol._codec import decode, encode
 from iii_trio._protocol._messages import (
     ErrorBody,
     InvocationResult,
     InvokeFunction,
+    Message,
     Ping,
     Pong,
     Reattach,
@@ -29,6 +35,8 @@ from iii_trio._protocol._messages import (
 )
 from iii_trio._transport import HandshakeFailed, TransportClosed, connect_websocket
 from iii_trio.testing import DevEngine, open_dev_engine, serve_dev_engine
+from iii_trio.testing._dev_engine import _WRITE_EVERY, _invocation_frame, _result_frame, _Server
+from iii_trio.testing._engine_state import EngineState
 
 from ._raw import PATIENCE, RawWorker, http_get
 
@@ -464,3 +472,207 @@ async def test_a_taken_port_is_an_os_error(engine: DevEngine) -> None:
     with pytest.raises(OSError, match="in use"):
         async with open_dev_engine(port=engine.port):
             pass  # pragma: no cover
+
+
+# --- the routing fast path (the shell's half) -----------------------------------------------------
+
+
+class CapturingOutbox:
+    """Stands in for a connection's outbox: keeps every frame pushed to it."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def push(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def is_closing(self) -> bool:
+        return False
+
+
+FAST_PATH_IDS = [str(uuid.UUID(int=(0xFEED << 112) + n)) for n in range(40)]
+
+
+def fast_path_frames() -> tuple[list[bytes], list[bytes]]:
+    """Frames a caller and an executor send: the common case with every optional field, and
+    variants the codec decodes differently or refuses (each must be handled as decode() does)."""
+    ids = iter(FAST_PATH_IDS)
+    calls: list[dict[str, Any]] = [
+        {"function_id": "svc::echo", "data": {"a": 1}},
+        {"function_id": "svc::echo", "data": [1], "traceparent": "tp", "metadata": {"m": 1}},
+        {"function_id": "svc::echo", "data": None, "baggage": "k=v", "namespace": "default"},
+        {"function_id": "svc::echo", "data": {}, "action": None, "unknown": 1},
+        {"function_id": "svc::echo", "data": {}, "namespace": "orders"},
+        {"function_id": "svc::echo", "data": {}, "namespace": " "},
+        {"function_id": "svc::echo", "data": {}, "action": {"type": "void"}},
+        {"function_id": "svc::echo"},
+        {"function_id": 5, "data": {}},
+        {"function_id": "svc::echo", "data": {}, "traceparent": 5},
+        {"function_id": "svc::echo", "data": {}, "baggage": ["x"]},
+        {"function_id": "svc::echo", "data": {}, "namespace": 1},
+        {"function_id": "nope::fn", "data": {}},
+        {"function_id": "engine::functions::list", "data": {}},
+    ]
+    caller_frames: list[bytes] = []
+    server_frames: list[bytes] = []
+    for fields in calls:
+        invocation_id = next(ids)
+        caller_frames.append(
+            orjson.dumps({"type": "invokefunction", "invocation_id": invocation_id, **fields})
+        )
+        # Each call's results in another order, so that each kind comes first for some call.
+        results: list[dict[str, Any]] = [
+            {"result": {"r": 1}},
+            {"result": None, "traceparent": "other", "error": None},
+            {"error": {"code": "E", "message": "failed"}},
+            {"traceparent": 1},
+            {"function_id": None},
+        ]
+        turn = len(caller_frames) % len(results)
+        for extra in results[turn:] + results[:turn]:
+            server_frames.append(
+                orjson.dumps(
+                    {
+                        "type": "invocationresult",
+                        "invocation_id": invocation_id,
+                        "function_id": "svc::echo",
+                        **extra,
+                    }
+                )
+            )
+    caller_frames.append(
+        b'{"type":"invokefunction","function_id":"svc::echo","data":{},"invocation_id":5}'
+    )
+    caller_frames.append(b'{"type":"invokefunction","function_id":"svc::echo","data":NaN}')
+    server_frames.append(b'{"type":"invocationresult","invocation_id":"x","function_id":"f"}')
+    return caller_frames, server_frames
+
+
+def next_uuid(counter: Iterator[int]) -> uuid.UUID:
+    return uuid.UUID(int=next(counter))
+
+
+def counting(method: Callable[..., object], outcomes: list[object]) -> Callable[..., object]:
+    def wrapper(*args: object) -> object:
+        outcome = method(*args)
+        outcomes.append(outcome)
+        return outcome
+
+    return wrapper
+
+
+async def test_the_fast_path_routes_frames_as_the_general_path_does() -> None:
+    # The general path is forced by the codec logging at DEBUG (see _Server._route_frames).
+    codec_logger = logging.getLogger("iii_trio.protocol")
+    outcomes = []
+    for level in (logging.DEBUG, logging.WARNING):
+        counter = itertools.count(1)
+        state = EngineState(grace=0.0, new_uuid=functools.partial(next_uuid, counter))
+        server = _Server(state)
+        caller_id, _ = state.connect(peer_host=None, now=0.0, connected_at_ms=0)
+        executor_id, _ = state.connect(peer_host=None, now=0.0, connected_at_ms=0)
+        state.tick(1.0)
+        state.receive(executor_id, RegisterFunction(id="svc::echo"), 1.0)
+        outboxes = {caller_id: CapturingOutbox(), executor_id: CapturingOutbox()}
+        server._outboxes = outboxes  # type: ignore[assignment]
+        taken: list[object] = []
+        for name in ("route_invocation", "route_result"):
+            setattr(state, name, counting(getattr(state, name), taken))
+        caller_frames, server_frames = fast_path_frames()
+        previous = codec_logger.level
+        codec_logger.setLevel(level)
+        try:
+            for sender, frames in ((caller_id, caller_frames), (executor_id, server_frames)):
+                batch: list[tuple[bool, bytes | bytearray | memoryview]] = [
+                    (True, frame) for frame in frames
+                ]
+                server._route_frames(sender, outboxes[sender], batch)  # type: ignore[arg-type]
+        finally:
+            codec_logger.setLevel(previous)
+        outcomes.append(
+            (
+                {key: [orjson.loads(f) for f in box.frames] for key, box in outboxes.items()},
+                state.statistics(),
+            )
+        )
+        accepted = [outcome for outcome in taken if outcome is not None and outcome is not False]
+        # The four calls, and the three of their results that come first without an error.
+        assert len(accepted) == (0 if level == logging.DEBUG else 7)
+    assert outcomes[0] == outcomes[1]
+    delivered = outcomes[0][0]
+    assert len(delivered[executor_id]) == 5  # svc::echo in default, with or without action
+    assert len(delivered[caller_id]) == 8
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        InvokeFunction("f", data={"a": [1]}, invocation_id=CALL_ID),
+        InvokeFunction("f", data=None, invocation_id=CALL_ID, traceparent="t", baggage="b"),
+        InvokeFunction("f", data=[], invocation_id=CALL_ID, metadata={"m": None}),
+    ],
+)
+def test_the_fast_invocation_frame_is_what_encode_writes(message: InvokeFunction) -> None:
+    assert message.invocation_id is not None
+    frame = _invocation_frame(
+        message.function_id,
+        message.data,
+        message.invocation_id,
+        message.traceparent,
+        message.baggage,
+        message.metadata,
+    )
+    assert frame == encode(message)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        InvocationResult(CALL_ID, "f", result={"a": 1}),
+        InvocationResult(CALL_ID, "f"),
+        InvocationResult(CALL_ID, "f", result=0, traceparent="t", baggage="b"),
+    ],
+)
+def test_the_fast_result_frame_is_what_encode_writes(message: InvocationResult) -> None:
+    frame = _result_frame(
+        message.invocation_id,
+        message.function_id,
+        message.result,
+        message.traceparent,
+        message.baggage,
+    )
+    assert orjson.loads(frame) == orjson.loads(encode(message))
+    assert decode(frame) == message
+
+
+async def test_a_burst_is_routed_in_order_among_other_messages(
+    engine: DevEngine, connect: Connect
+) -> None:
+    # More frames in one read than the shell routes between two writes, with messages of the
+    # general path for the same connection in between: the executor gets them all in order.
+    server = await connect()
+    await server.send(RegisterFunction(id="svc::echo"), RegisterTriggerType("tick", "Ticks"))
+    await server.register("server")
+    client = await connect()
+    await client.register("client")
+    ids = [str(uuid.UUID(int=(0xC0FFEE << 96) + n)) for n in range(3 * _WRITE_EVERY)]
+    burst: list[Message] = []
+    for n, invocation_id in enumerate(ids):
+        burst.append(InvokeFunction("svc::echo", data={"n": n}, invocation_id=invocation_id))
+        if n % 10 == 5:
+            burst.append(
+                RegisterTrigger(id=f"b{n}", trigger_type="tick", function_id="x::f", config={})
+            )
+    await client.send(*burst)
+    with trio.fail_after(PATIENCE):
+        for message in burst:
+            delivered = await server.receive()
+            if isinstance(message, InvokeFunction):
+                assert isinstance(delivered, InvokeFunction)
+                assert delivered.invocation_id == message.invocation_id
+            else:
+                assert delivered == message
+        await server.send(*(InvocationResult(i, "svc::echo", result=n) for n, i in enumerate(ids)))
+        for n, invocation_id in enumerate(ids):
+            assert await client.receive() == InvocationResult(invocation_id, "svc::echo", result=n)
+    assert engine.statistics().pending_invocations == 0

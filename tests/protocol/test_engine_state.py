@@ -6,6 +6,7 @@ engine would send, against spec/protocol.md.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import uuid
 from typing import Any
@@ -1413,6 +1414,172 @@ def test_functions_available_fires_after_a_change_at_the_next_poll() -> None:
     assert messages_to(engine.advance(5.0), watcher.id) == []  # coalesced: no net change
     watcher.send(RegisterFunction(id="watch::more"))
     assert len(messages_to(engine.advance(5.0), watcher.id)) == 1
+
+
+# --- the routing fast paths -----------------------------------------------------------------------
+
+
+def routed_fast(engine: Engine, connection_id: str, message: Message) -> list[Output] | None:
+    """What ``route_invocation``/``route_result`` do with ``message``, as the outputs
+    ``receive`` would give; ``None`` when they decline it (or it is not theirs to take)."""
+    state = engine.state
+    if (
+        isinstance(message, InvokeFunction)
+        and message.action is None
+        and message.invocation_id is not None
+    ):
+        data = copy.deepcopy(message.data)  # the fast path adds the caller's id in place
+        routed = state.route_invocation(
+            connection_id,
+            message.function_id,
+            data,
+            message.invocation_id,
+            message.traceparent,
+            message.baggage,
+            message.metadata,
+            message.namespace,
+        )
+        if routed is None:
+            return None
+        executor_id, baggage = routed
+        delivery = InvokeFunction(
+            message.function_id,
+            data=data,
+            invocation_id=message.invocation_id,
+            traceparent=message.traceparent,
+            baggage=baggage,
+            metadata=message.metadata,
+        )
+        return [Send(executor_id, delivery)]
+    if isinstance(message, InvocationResult) and message.error is None:
+        caller = state.route_result(connection_id, message.invocation_id, message.result)
+        if caller is False:
+            return None
+        if caller is True:
+            return []
+        answer = InvocationResult(
+            caller.invocation_id,
+            caller.function_id,
+            result=message.result,
+            traceparent=caller.traceparent,
+            baggage=caller.baggage,
+        )
+        return [Send(caller.connection.id, answer)]
+    return None
+
+
+class Twins:
+    """Two identical engines: one takes every message through ``receive``, the other through
+    the fast paths where they accept it. Every step must give both the same outputs."""
+
+    def __init__(self) -> None:
+        self.slow = Engine()
+        self.fast = Engine()
+        self.taken_fast = 0
+
+    def worker(self, name: str, *, namespace: str | None = None) -> str:
+        slow = self.slow.worker(name, namespace=namespace)
+        fast = self.fast.worker(name, namespace=namespace)
+        assert slow.id == fast.id
+        assert slow.outputs == fast.outputs
+        return slow.id
+
+    def send(self, connection_id: str, message: Message, *, fast: bool) -> list[Output]:
+        expected = self.slow.receive(connection_id, message)
+        before = self.fast.state.statistics()
+        got = routed_fast(self.fast, connection_id, message)
+        assert (got is not None) == fast, message
+        if got is None:
+            assert self.fast.state.statistics() == before  # declining changed nothing
+            got = self.fast.receive(connection_id, message)
+        else:
+            self.taken_fast += 1
+        assert got == expected, message
+        assert self.fast.state.statistics() == self.slow.state.statistics()
+        return expected
+
+
+def test_the_fast_paths_do_what_receive_does() -> None:
+    twins = Twins()
+    caller = twins.worker("caller")
+    server = twins.worker("server")
+    orders = twins.worker("orders", namespace="orders")
+    queue = twins.worker("queue")
+    late = twins.worker("late")
+    for connection_id, function_id in (
+        (server, "svc::echo"),
+        (orders, "svc::echo"),
+        (queue, "engine::queue::enqueue"),
+        (late, "late::fn"),
+    ):
+        twins.send(connection_id, RegisterFunction(id=function_id), fast=False)
+    ids = (str(uuid.UUID(int=(0xABCDEF << 96) + n)) for n in itertools.count())
+
+    def call(function_id: str, data: Any = None, *, fast: bool, **fields: Any) -> str:
+        invocation_id = fields.pop("invocation_id", None) or next(ids)
+        message = InvokeFunction(function_id, data=data, invocation_id=invocation_id, **fields)
+        twins.send(caller, message, fast=fast)
+        return invocation_id
+
+    def answer(sender: str, invocation_id: str, result: Any = None, **fields: Any) -> None:
+        fast = fields.pop("fast")
+        message = InvocationResult(invocation_id, "svc::echo", result=result, **fields)
+        twins.send(sender, message, fast=fast)
+
+    # The common case, with every optional field, and data of every shape.
+    first = call("svc::echo", {"a": 1}, fast=True)
+    answer(server, first, {"x": 1}, fast=True)
+    second = call("svc::echo", [1, 2], fast=True, traceparent="tp", metadata={"m": 1})
+    answer(server, second, None, traceparent="other", baggage="o=1", fast=True)
+    third = call("svc::echo", {"_caller_worker_id": "spoof", "b": 2}, fast=True, baggage="k=v")
+    call("svc::echo", "text", fast=False, invocation_id=third)  # same id again: channel closed
+    answer(server, third, 3, fast=True)
+    answer(server, third, 3, fast=False)  # settled already
+    fourth = call("svc::echo", None, fast=True, namespace="orders")
+    answer(orders, fourth, error=ErrorBody("boom", "failed"), fast=False)
+    call("svc::echo", {}, fast=True, namespace="default")
+    # What the fast path leaves to receive().
+    call("svc::echo", {}, fast=False, namespace=" ")
+    call("nope::fn", {}, fast=False)
+    call("engine::functions::list", {}, fast=False)
+    call("svc::echo", {}, fast=False, invocation_id="not-a-uuid")
+    upper = call("svc::echo", {}, fast=False, invocation_id=next(ids).upper())
+    answer(server, upper.lower(), 1, fast=True)
+    lenient = call("svc::echo", {}, fast=True)
+    answer(server, "{" + lenient + "}", 1, fast=False)
+    answer(server, next(ids), 1, fast=False)  # unknown id
+    void = twins.send(caller, InvokeFunction("svc::echo", data={}, action=VoidAction()), fast=False)
+    answer(server, invocation_to(void, server).invocation_id or "", 1, fast=True)
+    enqueued = twins.send(
+        caller,
+        InvokeFunction("jobs::run", data={}, invocation_id=next(ids), action=EnqueueAction("q")),
+        fast=False,
+    )
+    answer(queue, invocation_to(enqueued, queue).invocation_id or "", None, fast=False)
+    # Connections that are closing: the late worker's name is taken, so it is told to close.
+    in_flight = next(ids)
+    twins.send(late, InvokeFunction("svc::echo", data={}, invocation_id=in_flight), fast=True)
+    late_register = InvokeFunction(
+        "engine::workers::register", data={"name": "server"}, invocation_id=next(ids)
+    )
+    twins.send(late, late_register, fast=False)
+    twins.send(late, InvokeFunction("svc::echo", data={}, invocation_id=next(ids)), fast=False)
+    answer(server, in_flight, 1, fast=True)  # its caller is closing: nobody is answered
+    call("late::fn", {}, fast=False)  # the executor is closing
+    answer(late, next(ids), 1, fast=False)
+    assert twins.taken_fast == 13
+
+
+def test_route_invocation_takes_ownership_of_dict_data(engine: Engine) -> None:
+    client = engine.worker("client")
+    server = engine.worker("server")
+    server.send(RegisterFunction(id="svc::echo"))
+    data = {"n": 1}
+    routed = engine.state.route_invocation(
+        client.id, "svc::echo", data, CALL_ID, None, None, None, None
+    )
+    assert routed == (server.id, None)
+    assert data == {"n": 1, "_caller_worker_id": client.id}
 
 
 # --- helpers --------------------------------------------------------------------------------------
