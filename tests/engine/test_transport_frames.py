@@ -344,3 +344,16 @@ async def test_a_client_writes_frames_a_server_reads(length: int) -> None:
         (Opcode.TEXT, data),
         (Opcode.TEXT, b"after"),
     ]
+
+
+async def test_a_client_never_reuses_a_masking_key() -> None:
+    client, _, _, _ = opened_pair()
+    websocket = WebSocket(ChunkStream(b"", b"", 1), client)
+    count = 1000  # several fetches of keys from the OS
+    for n in range(count):
+        websocket.send_text(b"%04d" % n)
+    written = b"".join(client.data_to_send())
+    frame_size = 2 + 4 + 4
+    keys = {written[i + 2 : i + 6] for i in range(0, len(written), frame_size)}
+    assert len(keys) >= count - 2  # random keys: one chance in ~10^4 that two are equal
+    assert ServerFrames(written).frames == [(Opcode.TEXT, b"%04d" % n) for n in range(count)]
