@@ -16,6 +16,21 @@ trio-websocket spends its time in a task hand-off and a memory channel per messa
 ``send_all`` per frame; the sans-I/O driver parses every frame of a read at once and the writer
 below frames a whole batch into one ``send_all``.
 
+Routing cost (issue #3, part 3). ``python -m benchmarks.run --quick --kinds
+iii-trio,bare-sansio --sections e2e`` (256 calls of 100 B in flight), three runs of the code
+before (45828f9) and after, interleaved, on the shared 2-CPU machine; median [range]:
+
+    pairing                                  before                  after
+    iii-trio caller → engine → iii-trio echo 22,200 [20,500-22,200]  63,600 [63,400-68,700]
+    bare caller → engine → bare echo         37,500 [35,100-38,000]  135,200 [130,900-141,700]
+    engine CPU per routed call (bare pair)   ~19.5 us                ~6.9 us
+
+With ``--sections load,e2e`` the ratio line read 5.43 [5.09-5.96] before (direct 108,900/s)
+and 2.63 [2.32-2.65] after (direct 161,600/s: the transport's fast path speeds up the workers
+too). The engine stopped being the limit (bare routing ratio 4.19 → 1.23); the iii-trio caller,
+at ~80% of a core, is. Before, the three processes took turns: the engine wrote a read's
+outputs only after routing all of it, so a burst crossed the pipeline as one convoy.
+
 Task tree::
 
     serve_dev_engine                      (startable; open_dev_engine runs it in its nursery)
