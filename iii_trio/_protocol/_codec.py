@@ -315,8 +315,11 @@ def decode(frame: bytes | bytearray | memoryview | str) -> Message:
         ProtocolError: the frame is not a JSON object, has no string ``type``, or a known
             message's fields are missing or of the wrong type. The message names the field.
     """
-    raw = decode_json(frame)
-    if not isinstance(raw, dict):
+    try:
+        raw = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"invalid JSON: {exc}", frame=frame) from None
+    if type(raw) is not dict:
         raise ProtocolError(f"frame is a JSON {type(raw).__name__}, not an object", frame=frame)
     tag = raw.get("type")
     if type(tag) is not str:
