@@ -171,9 +171,13 @@ class EngineSession:
         Raises:
             ConnectionLost: the connection ended before the result arrived.
         """
-        invocation_id = message.invocation_id
-        assert invocation_id is not None
-        frame = encode(message)
+        assert message.invocation_id is not None
+        return await self.call_frame(message.invocation_id, encode(message), followed_by)
+
+    async def call_frame(
+        self, invocation_id: str, frame: bytes, followed_by: Iterable[Message] = ()
+    ) -> InvocationResult:
+        """:meth:`call` for an invocation already encoded (the per-call path)."""
         while self._websocket.buffered_output > _OUTPUT_HIGH_WATER:
             await self._drained.wait()
         if self.closed_because is not None:

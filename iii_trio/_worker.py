@@ -39,6 +39,7 @@ from ._dispatch import (
 )
 from ._exceptions import InvocationError
 from ._groups import raise_collapsed
+from ._protocol._codec import encode_call
 from ._protocol._ids import new_invocation_id
 from ._protocol._messages import (
     EnqueueAction,
@@ -390,16 +391,23 @@ class Worker:
             trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
-        message = self._invocation(function_id, payload, metadata, namespace, None)
+        invocation_id = new_invocation_id()
+        frame = encode_call(
+            function_id,
+            to_json_value(payload),
+            invocation_id,
+            metadata=metadata,
+            namespace=self._call_namespace(function_id, namespace),
+        )
         if self._invocation_timeout is not None:
             with trio.fail_after(self._invocation_timeout):
-                return await self._call(message)
+                return await self._call(function_id, invocation_id, frame)
         # The common case, written out: one coroutine less per call.
         if self._state is not ConnectionState.CONNECTED:
             await self.wait_connected()
-        result = await self._current_session().call(message)
+        result = await self._current_session().call_frame(invocation_id, frame)
         if result.error is not None:
-            raise _invocation_error(message, result.error)
+            raise _invocation_error(function_id, invocation_id, result.error)
         return result.result
 
     async def trigger_void(
@@ -415,10 +423,17 @@ class Worker:
         Returns once the frame is handed to the connection (after waiting for one if needed).
         """
         self._check_open()
-        message = self._invocation(function_id, payload, metadata, namespace, VoidAction())
+        frame = encode_call(
+            function_id,
+            to_json_value(payload),
+            None,  # no id: the engine sends no result back
+            metadata=metadata,
+            namespace=self._call_namespace(function_id, namespace),
+            action=VoidAction(),
+        )
         if self._state is not ConnectionState.CONNECTED:
             await self.wait_connected()
-        self._current_session().send_nowait(message)
+        self._current_session().send_frame_nowait(frame)
         await trio.lowlevel.checkpoint()
 
     async def enqueue(
@@ -437,9 +452,16 @@ class Worker:
             InvocationError: the engine refused it (``enqueue_error``, e.g. no queue provider).
         """
         self._check_open()
-        action = EnqueueAction(queue=queue)
-        message = self._invocation(function_id, payload, metadata, namespace, action)
-        receipt = await self._call(message)
+        invocation_id = new_invocation_id()
+        frame = encode_call(
+            function_id,
+            to_json_value(payload),
+            invocation_id,
+            metadata=metadata,
+            namespace=self._call_namespace(function_id, namespace),
+            action=EnqueueAction(queue=queue),
+        )
+        receipt = await self._call(function_id, invocation_id, frame)
         receipt_id = receipt.get("messageReceiptId") if isinstance(receipt, dict) else None
         if not isinstance(receipt_id, str):
             raise InvocationError(
@@ -449,30 +471,12 @@ class Worker:
             )
         return receipt_id
 
-    def _invocation(
-        self,
-        function_id: str,
-        payload: JSONValue,
-        metadata: JSONValue,
-        namespace: str | None,
-        action: VoidAction | EnqueueAction | None,
-    ) -> InvokeFunction:
-        # A void call carries no invocation id: the engine then sends no result back.
-        return InvokeFunction(
-            function_id=function_id,
-            data=to_json_value(payload),
-            invocation_id=None if isinstance(action, VoidAction) else new_invocation_id(),
-            metadata=metadata,
-            action=action,
-            namespace=self._call_namespace(function_id, namespace),
-        )
-
-    async def _call(self, message: InvokeFunction) -> JSONValue:
+    async def _call(self, function_id: str, invocation_id: str, frame: bytes) -> JSONValue:
         if self._state is not ConnectionState.CONNECTED:
             await self.wait_connected()
-        result = await self._current_session().call(message)
+        result = await self._current_session().call_frame(invocation_id, frame)
         if result.error is not None:
-            raise _invocation_error(message, result.error)
+            raise _invocation_error(function_id, invocation_id, result.error)
         return result.result
 
     def _current_session(self) -> EngineSession:
@@ -539,13 +543,13 @@ class Worker:
         return [_worker_info(entry) for entry in workers]
 
 
-def _invocation_error(message: InvokeFunction, error: ErrorBody) -> InvocationError:
+def _invocation_error(function_id: str, invocation_id: str, error: ErrorBody) -> InvocationError:
     return InvocationError.from_error_body(
         error.code,
         error.message,
         error.stacktrace,
-        function_id=message.function_id,
-        invocation_id=message.invocation_id,
+        function_id=function_id,
+        invocation_id=invocation_id,
     )
 
 

@@ -47,7 +47,15 @@ from ._messages import (
     VoidAction,
 )
 
-__all__ = ["decode", "decode_json", "encode", "encode_json", "encode_result", "strict_primitive"]
+__all__ = [
+    "decode",
+    "decode_json",
+    "encode",
+    "encode_call",
+    "encode_json",
+    "encode_result",
+    "strict_primitive",
+]
 
 logger = logging.getLogger("iii_trio.protocol")
 
@@ -196,7 +204,7 @@ def decode_json(data: bytes | bytearray | memoryview | str) -> Any:
 
 def encode(message: Message) -> bytes:
     """The wire form of ``message``: compact UTF-8 JSON including the ``type`` tag."""
-    if type(message) is InvokeFunction and message.action is None:
+    if type(message) is InvokeFunction:
         return _encode_invoke(message)
     if isinstance(message, UnknownMessage):
         return orjson.dumps({**message.fields, "type": message.type})
@@ -211,21 +219,51 @@ def encode(message: Message) -> bytes:
 
 
 def _encode_invoke(message: InvokeFunction) -> bytes:
-    fields: dict[str, Any] = {
-        "type": "invokefunction",
-        "function_id": message.function_id,
-        "data": message.data,
-    }
-    if message.invocation_id is not None:
-        fields["invocation_id"] = message.invocation_id
-    if message.metadata is not None:
-        fields["metadata"] = message.metadata
-    if message.namespace is not None:
-        fields["namespace"] = message.namespace
-    if message.traceparent is not None:
-        fields["traceparent"] = message.traceparent
-    if message.baggage is not None:
-        fields["baggage"] = message.baggage
+    return encode_call(
+        message.function_id,
+        message.data,
+        message.invocation_id,
+        metadata=message.metadata,
+        namespace=message.namespace,
+        traceparent=message.traceparent,
+        baggage=message.baggage,
+        action=message.action,
+    )
+
+
+def encode_call(
+    function_id: str,
+    data: Any,
+    invocation_id: str | None,
+    *,
+    metadata: Any = None,
+    namespace: str | None = None,
+    traceparent: str | None = None,
+    baggage: str | None = None,
+    action: TriggerAction | None = None,
+) -> bytes:
+    """The frame of an ``invokefunction``, without building the message object.
+
+    Raises:
+        TypeError: ``data`` or ``metadata`` is not JSON-serializable.
+    """
+    fields: dict[str, Any] = {"type": "invokefunction", "function_id": function_id, "data": data}
+    if invocation_id is not None:
+        fields["invocation_id"] = invocation_id
+    if metadata is not None:
+        fields["metadata"] = metadata
+    if namespace is not None:
+        fields["namespace"] = namespace
+    if traceparent is not None:
+        fields["traceparent"] = traceparent
+    if baggage is not None:
+        fields["baggage"] = baggage
+    if action is not None:
+        fields["action"] = (
+            {"type": "enqueue", "queue": action.queue}
+            if isinstance(action, EnqueueAction)
+            else {"type": "void"}
+        )
     return orjson.dumps(fields)
 
 
