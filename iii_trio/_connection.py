@@ -96,6 +96,7 @@ class EngineSession:
         self._pending: dict[str, trio.lowlevel.Task] = {}
         self._wake_writer = trio.Event()
         self._writer_woken = False
+        websocket.on_unsent = self._request_flush
         self._drained = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._identity_received = trio.Event()
@@ -118,6 +119,11 @@ class EngineSession:
     def send_nowait(self, message: Message) -> None:
         """Frame ``message`` now and let the writer send it (used for small control frames)."""
         self.send_frame_nowait(encode(message))
+
+    def _request_flush(self) -> None:
+        if not self._writer_woken:
+            self._writer_woken = True
+            self._wake_writer.set()
 
     def send_frame_nowait(self, frame: bytes) -> None:
         try:

@@ -144,6 +144,9 @@ class WebSocket:
         self._fragment_opcode: Opcode | None = None
         self._closed = False
         self._early_events: list[Event] = []
+        #: Called (from the reader) when buffered output could not be sent without blocking; the
+        #: owner's writer task must then flush. Without it the reader flushes itself.
+        self.on_unsent: Callable[[], None] | None = None
         self._fast = _FastFrames(protocol)
         #: trio time of the last bytes received; keepalive logic reads it.
         self.last_received = trio.current_time()
@@ -270,18 +273,34 @@ class WebSocket:
                     or self._closed
                     or self._protocol.close_rcvd is not None
                 ):
-                    await self._flush_quietly()  # the reply to a close frame, if any
+                    if self._protocol.writes and not self._send_without_blocking():
+                        await self._flush_quietly()  # the reply to a close frame
                     raise self._closed_error()
                 await self._receive_into_protocol()
                 self._take_messages(messages)
                 if messages:
                     break
-                if self._protocol.writes:
+                if self._protocol.writes and not self._send_without_blocking():
                     # A ping came alone: answer it now, the next data may be minutes away.
                     await self._flush_quietly()
-        if self._protocol.writes:
+        if self._protocol.writes and not self._send_without_blocking():
             await self._flush_quietly()  # pongs the protocol produced while parsing
         return messages
+
+    def _send_without_blocking(self) -> bool:
+        """Send what is buffered (pongs, close replies, other senders' frames) without ever
+        blocking the reader: one non-blocking write, the rest handed to the owner's writer.
+
+        A reader that blocked on a full socket would stop reading, and a peer that applies
+        backpressure (the engine stops reading a connection it cannot write to) would then wait
+        for it forever. Returns False only when there is no writer to hand the rest to.
+        """
+        if self.send_now():
+            return True
+        if self.on_unsent is None:
+            return False
+        self.on_unsent()
+        return True
 
     async def receive_payloads(self) -> list[Payload]:
         """Like :meth:`receive_messages`, ignoring whether a frame was text or binary (the

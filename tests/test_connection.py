@@ -174,3 +174,50 @@ async def test_handshake_headers_and_token_reach_the_engine(
     assert first.headers["x-tenant"] == "acme"
     assert first.headers["authorization"] == "Bearer s3cret"
     assert second.headers["authorization"] == "Basic abc"  # an explicit one wins
+
+
+async def test_the_reader_keeps_reading_while_the_engine_does_not_read(
+    nursery: trio.Nursery,
+) -> None:
+    # The engine stops reading this connection (as a real engine does when it applies
+    # backpressure) while the worker has far more output than the socket buffers hold. The
+    # worker's reader must go on reading: it answers a ping and serves an invocation meanwhile.
+    stalled = trio.Event()
+    invoked = trio.Event()
+
+    async def handler(websocket: WebSocket, request: UpgradeRequest) -> None:
+        websocket.send_text(encode(WorkerRegistered(worker_id=str(uuid.uuid4()))))
+        await websocket.flush()
+        for frame in await websocket.receive_payloads():
+            message = decode(frame)
+            if isinstance(message, InvokeFunction) and message.invocation_id is not None:
+                websocket.send_text(
+                    encode(InvocationResult(message.invocation_id, message.function_id, {}))
+                )
+        await websocket.flush()
+        await stalled.wait()  # from now on nothing is read from the worker
+        websocket.send_ping(b"are you there")
+        websocket.send_text(
+            encode(
+                InvokeFunction(function_id="svc::noted", data={}, invocation_id=str(uuid.uuid4()))
+            )
+        )
+        await websocket.flush()
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(
+        functools.partial(serve_websockets, handler, lambda request: None, host="127.0.0.1", port=0)
+    )
+    url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    async with iii_trio.open_worker(url, name="reader") as worker:
+
+        @worker.function("svc::noted")
+        async def noted(payload: Any) -> None:
+            invoked.set()
+
+        async with trio.open_nursery() as flooders:
+            for _ in range(8):  # 8 x 2 MiB: more than loopback socket buffers take
+                flooders.start_soon(worker.trigger_void, "svc::sink", "x" * (2 * 1024 * 1024))
+        stalled.set()
+        with trio.fail_after(5):
+            await invoked.wait()

@@ -278,6 +278,9 @@ class _Outbox:
         self._writer_busy = False
         self._writer_wakeup = trio.Event()
         self._room = trio.Event()
+        # Pongs and close replies the reader cannot send at once go to this writer too, so
+        # the reader never blocks on a write (it must keep reading: see WebSocket.on_unsent).
+        websocket.on_unsent = self._wake_writer
 
     def is_closing(self) -> bool:
         """No more frames are accepted; the writer leaves once the queue is empty."""
