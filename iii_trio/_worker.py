@@ -391,14 +391,7 @@ class Worker:
             trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
-        invocation_id = new_invocation_id()
-        frame = encode_call(
-            function_id,
-            to_json_value(payload),
-            invocation_id,
-            metadata=metadata,
-            namespace=self._call_namespace(function_id, namespace),
-        )
+        invocation_id, frame = self._call_frame(function_id, payload, metadata, namespace)
         if self._invocation_timeout is not None:
             with trio.fail_after(self._invocation_timeout):
                 return await self._call(function_id, invocation_id, frame)
@@ -452,14 +445,8 @@ class Worker:
             InvocationError: the engine refused it (``enqueue_error``, e.g. no queue provider).
         """
         self._check_open()
-        invocation_id = new_invocation_id()
-        frame = encode_call(
-            function_id,
-            to_json_value(payload),
-            invocation_id,
-            metadata=metadata,
-            namespace=self._call_namespace(function_id, namespace),
-            action=EnqueueAction(queue=queue),
+        invocation_id, frame = self._call_frame(
+            function_id, payload, metadata, namespace, EnqueueAction(queue=queue)
         )
         receipt = await self._call(function_id, invocation_id, frame)
         receipt_id = receipt.get("messageReceiptId") if isinstance(receipt, dict) else None
@@ -470,6 +457,26 @@ class Worker:
                 function_id=function_id,
             )
         return receipt_id
+
+    def _call_frame(
+        self,
+        function_id: str,
+        payload: JSONValue,
+        metadata: JSONValue,
+        namespace: str | None,
+        action: EnqueueAction | None = None,
+    ) -> tuple[str, bytes]:
+        """A fresh invocation id and the frame of a call that waits for its answer."""
+        invocation_id = new_invocation_id()
+        frame = encode_call(
+            function_id,
+            to_json_value(payload),
+            invocation_id,
+            metadata=metadata,
+            namespace=self._call_namespace(function_id, namespace),
+            action=action,
+        )
+        return invocation_id, frame
 
     async def _call(self, function_id: str, invocation_id: str, frame: bytes) -> JSONValue:
         if self._state is not ConnectionState.CONNECTED:

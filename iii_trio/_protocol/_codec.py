@@ -267,24 +267,31 @@ def encode_call(
     return orjson.dumps(fields)
 
 
-def encode_result(invocation_id: str, function_id: str, result: Any) -> bytes:
+def encode_result(
+    invocation_id: str,
+    function_id: str,
+    result: Any,
+    *,
+    traceparent: str | None = None,
+    baggage: str | None = None,
+) -> bytes:
     """The frame of a successful ``invocationresult``, without building the message object.
 
     Raises:
         TypeError: ``result`` is not JSON-serializable.
     """
-    if result is None:
-        return orjson.dumps(
-            {"type": "invocationresult", "invocation_id": invocation_id, "function_id": function_id}
-        )
-    return orjson.dumps(
-        {
-            "type": "invocationresult",
-            "invocation_id": invocation_id,
-            "function_id": function_id,
-            "result": result,
-        }
-    )
+    fields: dict[str, Any] = {
+        "type": "invocationresult",
+        "invocation_id": invocation_id,
+        "function_id": function_id,
+    }
+    if result is not None:
+        fields["result"] = result
+    if traceparent is not None:
+        fields["traceparent"] = traceparent
+    if baggage is not None:
+        fields["baggage"] = baggage
+    return orjson.dumps(fields)
 
 
 def _optional_strings(raw: dict[str, Any], *names: str) -> bool:

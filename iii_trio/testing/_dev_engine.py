@@ -76,7 +76,7 @@ import trio
 
 from .._exceptions import ProtocolError
 from .._groups import raise_collapsed
-from .._protocol._codec import decode, encode
+from .._protocol._codec import decode, encode, encode_call, encode_result
 from .._protocol._messages import JSON, Message
 from .._transport import Payload, TransportClosed, UpgradeRequest, WebSocket, serve_websockets
 from .._version import __version__
@@ -490,12 +490,12 @@ class _Server:
         target = self._outboxes.get(caller.connection.id)
         if target is not None:
             target.push(
-                _result_frame(
+                encode_result(
                     caller.invocation_id,
                     caller.function_id,
                     result,
-                    caller.traceparent,
-                    caller.baggage,
+                    traceparent=caller.traceparent,
+                    baggage=caller.baggage,
                 )
             )
         return True
@@ -535,8 +535,13 @@ class _Server:
         target = self._outboxes.get(routed[0])
         if target is not None:
             target.push(
-                _invocation_frame(
-                    function_id, data, invocation_id, traceparent, routed[1], metadata
+                encode_call(
+                    function_id,
+                    data,
+                    invocation_id,
+                    metadata=metadata,
+                    traceparent=traceparent,
+                    baggage=routed[1],
                 )
             )
         return True
@@ -625,50 +630,6 @@ class _Server:
 
 # These two build the same JSON as encode() of the message (tests compare them), without the
 # message object: the routing fast path of _Server._route_frames has only the fields.
-
-
-def _invocation_frame(
-    function_id: str,
-    data: object,
-    invocation_id: str,
-    traceparent: str | None,
-    baggage: str | None,
-    metadata: object,
-) -> bytes:
-    fields: dict[str, object] = {
-        "type": "invokefunction",
-        "function_id": function_id,
-        "data": data,
-        "invocation_id": invocation_id,
-    }
-    if metadata is not None:
-        fields["metadata"] = metadata
-    if traceparent is not None:
-        fields["traceparent"] = traceparent
-    if baggage is not None:
-        fields["baggage"] = baggage
-    return orjson.dumps(fields)
-
-
-def _result_frame(
-    invocation_id: str,
-    function_id: str,
-    result: object,
-    traceparent: str | None,
-    baggage: str | None,
-) -> bytes:
-    fields: dict[str, object] = {
-        "type": "invocationresult",
-        "invocation_id": invocation_id,
-        "function_id": function_id,
-    }
-    if result is not None:
-        fields["result"] = result
-    if traceparent is not None:
-        fields["traceparent"] = traceparent
-    if baggage is not None:
-        fields["baggage"] = baggage
-    return orjson.dumps(fields)
 
 
 def _decode_frame(is_text: bool, payload: Payload) -> Message | None:

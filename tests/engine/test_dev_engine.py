@@ -16,7 +16,7 @@ import trio
 import trio.testing
 import trio_websocket
 
-from iii_trio._protocol._codec import decode, encode
+from iii_trio._protocol._codec import decode, encode, encode_call, encode_result
 from iii_trio._protocol._messages import (
     ErrorBody,
     InvocationResult,
@@ -35,7 +35,7 @@ from iii_trio._protocol._messages import (
 )
 from iii_trio._transport import HandshakeFailed, TransportClosed, connect_websocket
 from iii_trio.testing import DevEngine, open_dev_engine, serve_dev_engine
-from iii_trio.testing._dev_engine import _WRITE_EVERY, _invocation_frame, _result_frame, _Server
+from iii_trio.testing._dev_engine import _WRITE_EVERY, _Server
 from iii_trio.testing._engine_state import EngineState
 
 from ._raw import PATIENCE, RawWorker, http_get
@@ -614,13 +614,13 @@ async def test_the_fast_path_routes_frames_as_the_general_path_does() -> None:
 )
 def test_the_fast_invocation_frame_is_what_encode_writes(message: InvokeFunction) -> None:
     assert message.invocation_id is not None
-    frame = _invocation_frame(
+    frame = encode_call(
         message.function_id,
         message.data,
         message.invocation_id,
-        message.traceparent,
-        message.baggage,
-        message.metadata,
+        traceparent=message.traceparent,
+        baggage=message.baggage,
+        metadata=message.metadata,
     )
     assert frame == encode(message)
 
@@ -634,12 +634,12 @@ def test_the_fast_invocation_frame_is_what_encode_writes(message: InvokeFunction
     ],
 )
 def test_the_fast_result_frame_is_what_encode_writes(message: InvocationResult) -> None:
-    frame = _result_frame(
+    frame = encode_result(
         message.invocation_id,
         message.function_id,
         message.result,
-        message.traceparent,
-        message.baggage,
+        traceparent=message.traceparent,
+        baggage=message.baggage,
     )
     assert orjson.loads(frame) == orjson.loads(encode(message))
     assert decode(frame) == message
