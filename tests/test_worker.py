@@ -1,6 +1,6 @@
 """The worker against the dev engine over real loopback sockets.
 
-Every test talks to a real engine peer (``iii_engine`` from the pytest plugin); nothing here mocks
+Every test talks to a real engine peer (``engine`` from the pytest plugin); nothing here mocks
 iii_trio's own code.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 import os
 import platform
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -18,6 +18,9 @@ import trio.testing
 
 import iii_trio
 from iii_trio.testing import DevEngine, open_dev_engine
+
+if TYPE_CHECKING:
+    from conftest import Engine
 
 FAST_BACKOFF = iii_trio.Backoff(initial=0.02, maximum=0.1, jitter=0.0)
 
@@ -47,10 +50,10 @@ def tasks_under_this_one() -> set[trio.lowlevel.Task]:
     return found
 
 
-async def test_two_workers_call_each_other_both_ways(iii_engine: DevEngine) -> None:
+async def test_two_workers_call_each_other_both_ways(engine: Engine) -> None:
     async with (
-        iii_trio.open_worker(iii_engine.url, name="left") as left,
-        iii_trio.open_worker(iii_engine.url, name="right") as right,
+        iii_trio.open_worker(engine.url, name="left") as left,
+        iii_trio.open_worker(engine.url, name="right") as right,
     ):
         left.register_function("left::double", lambda n: n * 2)
 
@@ -72,46 +75,46 @@ async def test_two_workers_call_each_other_both_ways(iii_engine: DevEngine) -> N
 
 
 async def test_handler_exception_becomes_invocation_failed_and_worker_keeps_serving(
-    iii_worker: iii_trio.Worker,
+    worker: iii_trio.Worker,
 ) -> None:
-    @iii_worker.function("svc::fail")
+    @worker.function("svc::fail")
     async def fail(payload: Any) -> None:
         raise ZeroDivisionError("division by zero")
 
-    iii_worker.register_function("svc::ok", lambda payload: "still here")
+    worker.register_function("svc::ok", lambda payload: "still here")
 
     with pytest.raises(iii_trio.InvocationError) as caught:
-        await iii_worker.trigger("svc::fail", {})
+        await worker.trigger("svc::fail", {})
     assert caught.value.code == "invocation_failed"
     assert caught.value.message == "division by zero"
     assert caught.value.function_id == "svc::fail"
     assert caught.value.stacktrace is not None
     assert "ZeroDivisionError: division by zero" in caught.value.stacktrace
     assert "stacktrace" not in str(caught.value)
-    assert await iii_worker.trigger("svc::ok", {}) == "still here"
+    assert await worker.trigger("svc::ok", {}) == "still here"
 
 
 async def test_payload_that_fails_to_structure_is_invalid_payload(
-    iii_worker: iii_trio.Worker,
+    worker: iii_trio.Worker,
 ) -> None:
-    @iii_worker.function("geo::norm")
+    @worker.function("geo::norm")
     async def norm(point: Point) -> Distance:
         return Distance(squared=point.x**2 + point.y**2)
 
-    assert await iii_worker.trigger("geo::norm", {"x": 3, "y": 4}) == {"squared": 25}
+    assert await worker.trigger("geo::norm", {"x": 3, "y": 4}) == {"squared": 25}
     with pytest.raises(iii_trio.InvocationError) as caught:
-        await iii_worker.trigger("geo::norm", {"x": "three"})
+        await worker.trigger("geo::norm", {"x": "three"})
     assert caught.value.code == "invalid_payload"
     assert "payload.x" in caught.value.message
     assert "payload.y" in caught.value.message
 
 
-async def test_schemas_are_derived_from_annotations(iii_worker: iii_trio.Worker) -> None:
-    @iii_worker.function("geo::norm", description="Squared length")
+async def test_schemas_are_derived_from_annotations(worker: iii_trio.Worker) -> None:
+    @worker.function("geo::norm", description="Squared length")
     async def norm(point: Point) -> Distance:
         return Distance(squared=point.x**2 + point.y**2)
 
-    functions = {info.function_id: info for info in await iii_worker.list_functions()}
+    functions = {info.function_id: info for info in await worker.list_functions()}
     info = functions["geo::norm"]
     assert info.description == "Squared length"
     assert info.request_format["properties"] == {"x": {"type": "integer"}, "y": {"type": "integer"}}
@@ -119,19 +122,19 @@ async def test_schemas_are_derived_from_annotations(iii_worker: iii_trio.Worker)
     assert info.response_format["properties"] == {"squared": {"type": "integer"}}
 
 
-async def test_sync_handler_runs_in_a_thread(iii_worker: iii_trio.Worker) -> None:
+async def test_sync_handler_runs_in_a_thread(worker: iii_trio.Worker) -> None:
     import threading
 
     main_thread = threading.get_ident()
-    iii_worker.register_function("svc::where", lambda payload: threading.get_ident())
-    assert await iii_worker.trigger("svc::where") != main_thread
+    worker.register_function("svc::where", lambda payload: threading.get_ident())
+    assert await worker.trigger("svc::where") != main_thread
 
 
-async def test_metadata_and_context_reach_the_handler(iii_engine: DevEngine) -> None:
+async def test_metadata_and_context_reach_the_handler(engine: Engine) -> None:
     seen: dict[str, Any] = {}
     async with (
-        iii_trio.open_worker(iii_engine.url, name="server") as server,
-        iii_trio.open_worker(iii_engine.url, name="caller") as caller,
+        iii_trio.open_worker(engine.url, name="server") as server,
+        iii_trio.open_worker(engine.url, name="caller") as caller,
     ):
 
         @server.function("svc::inspect")
@@ -161,52 +164,52 @@ async def test_get_context_outside_a_handler_raises() -> None:
         iii_trio.get_context()
 
 
-async def test_unknown_function_raises_function_not_found(iii_worker: iii_trio.Worker) -> None:
+async def test_unknown_function_raises_function_not_found(worker: iii_trio.Worker) -> None:
     with pytest.raises(iii_trio.FunctionNotFound) as caught:
-        await iii_worker.trigger("nope::missing", {})
+        await worker.trigger("nope::missing", {})
     assert caught.value.code == "function_not_found"
     assert caught.value.message == "Function nope::missing not found in namespace default."
 
 
-async def test_unregistered_function_is_no_longer_routable(iii_worker: iii_trio.Worker) -> None:
-    ref = iii_worker.register_function("svc::temp", lambda payload: 1)
-    assert await iii_worker.trigger("svc::temp") == 1
+async def test_unregistered_function_is_no_longer_routable(worker: iii_trio.Worker) -> None:
+    ref = worker.register_function("svc::temp", lambda payload: 1)
+    assert await worker.trigger("svc::temp") == 1
     ref.unregister()
     with pytest.raises(iii_trio.FunctionNotFound):
-        await iii_worker.trigger("svc::temp")
+        await worker.trigger("svc::temp")
     assert ref.id == "svc::temp"
 
 
-async def test_duplicate_registration_is_refused(iii_worker: iii_trio.Worker) -> None:
-    iii_worker.register_function("svc::once", lambda payload: 1)
+async def test_duplicate_registration_is_refused(worker: iii_trio.Worker) -> None:
+    worker.register_function("svc::once", lambda payload: 1)
     with pytest.raises(ValueError, match="already registered"):
-        iii_worker.register_function("svc::once", lambda payload: 2)
+        worker.register_function("svc::once", lambda payload: 2)
 
 
 async def test_cancelled_trigger_leaves_no_pending_entry_and_late_result_is_dropped(
-    iii_worker: iii_trio.Worker,
+    worker: iii_trio.Worker,
 ) -> None:
     release = trio.Event()
 
-    @iii_worker.function("svc::slow")
+    @worker.function("svc::slow")
     async def slow(payload: Any) -> str:
         await release.wait()
         return "late"
 
     with trio.move_on_after(0.05) as scope:
-        await iii_worker.trigger("svc::slow", {})
+        await worker.trigger("svc::slow", {})
     assert scope.cancelled_caught
-    session = iii_worker._session
+    session = worker._session
     assert session is not None
     assert session.pending_calls == 0
     release.set()  # the late result arrives for an id nobody waits for
-    iii_worker.register_function("svc::fast", lambda payload: "fine")
-    assert await iii_worker.trigger("svc::fast") == "fine"
+    worker.register_function("svc::fast", lambda payload: "fine")
+    assert await worker.trigger("svc::fast") == "fine"
     assert session.pending_calls == 0
 
 
-async def test_invocation_timeout_raises_too_slow(iii_engine: DevEngine) -> None:
-    async with iii_trio.open_worker(iii_engine.url, name="t", invocation_timeout=0.05) as worker:
+async def test_invocation_timeout_raises_too_slow(engine: Engine) -> None:
+    async with iii_trio.open_worker(engine.url, name="t", invocation_timeout=0.05) as worker:
 
         @worker.function("svc::sleepy")
         async def sleepy(payload: Any) -> None:
@@ -217,12 +220,12 @@ async def test_invocation_timeout_raises_too_slow(iii_engine: DevEngine) -> None
 
 
 async def test_leaving_the_block_cancels_handlers_and_closes_within_a_second(
-    iii_engine: DevEngine,
+    engine: Engine,
 ) -> None:
     started = trio.Event()
     cancelled = trio.Event()
     before = tasks_under_this_one()
-    async with iii_trio.open_worker(iii_engine.url, name="server") as server:
+    async with iii_trio.open_worker(engine.url, name="server") as server:
 
         @server.function("svc::forever")
         async def forever(payload: Any) -> None:
@@ -233,7 +236,7 @@ async def test_leaving_the_block_cancels_handlers_and_closes_within_a_second(
                 cancelled.set()
 
         await server.wait_registered()
-        async with iii_trio.open_worker(iii_engine.url, name="client") as client:
+        async with iii_trio.open_worker(engine.url, name="client") as client:
             await client.trigger_void("svc::forever", {})
             await started.wait()
         exit_started = trio.current_time()
@@ -248,14 +251,14 @@ async def test_leaving_the_block_cancels_handlers_and_closes_within_a_second(
 
 
 async def test_caller_gets_invocation_stopped_when_the_server_leaves(
-    iii_engine: DevEngine,
+    engine: Engine,
 ) -> None:
     started = trio.Event()
     server_scope = trio.CancelScope()
 
     async def serve(*, task_status: trio.TaskStatus[None]) -> None:
         with server_scope:
-            async with iii_trio.open_worker(iii_engine.url, name="server") as server:
+            async with iii_trio.open_worker(engine.url, name="server") as server:
 
                 @server.function("svc::hang")
                 async def hang(payload: Any) -> None:
@@ -271,7 +274,7 @@ async def test_caller_gets_invocation_stopped_when_the_server_leaves(
         server_scope.cancel()
 
     async with (
-        iii_trio.open_worker(iii_engine.url, name="client") as client,
+        iii_trio.open_worker(engine.url, name="client") as client,
         trio.open_nursery() as nursery,
     ):
         await nursery.start(serve)
@@ -282,32 +285,32 @@ async def test_caller_gets_invocation_stopped_when_the_server_leaves(
     assert caught.value.message == "Invocation stopped"
 
 
-async def test_trigger_void_runs_the_handler(iii_worker: iii_trio.Worker) -> None:
+async def test_trigger_void_runs_the_handler(worker: iii_trio.Worker) -> None:
     received = trio.Event()
 
-    @iii_worker.function("svc::note")
+    @worker.function("svc::note")
     async def note(payload: Any) -> None:
         assert payload == {"n": 1}
         received.set()
 
-    await iii_worker.trigger_void("svc::note", {"n": 1})
+    await worker.trigger_void("svc::note", {"n": 1})
     with trio.fail_after(2):
         await received.wait()
 
 
 async def test_enqueue_without_a_queue_provider_is_an_enqueue_error(
-    iii_worker: iii_trio.Worker,
+    worker: iii_trio.Worker,
 ) -> None:
     with pytest.raises(iii_trio.InvocationError) as caught:
-        await iii_worker.enqueue("svc::job", {"n": 1}, queue="jobs")
+        await worker.enqueue("svc::job", {"n": 1}, queue="jobs")
     assert caught.value.code == "enqueue_error"
     assert "No queue provider is installed" in caught.value.message
 
 
-async def test_namespaced_functions_are_called_with_the_namespace(iii_engine: DevEngine) -> None:
+async def test_namespaced_functions_are_called_with_the_namespace(engine: Engine) -> None:
     async with (
-        iii_trio.open_worker(iii_engine.url, name="billing", namespace="billing") as billing,
-        iii_trio.open_worker(iii_engine.url, name="shop") as shop,
+        iii_trio.open_worker(engine.url, name="billing", namespace="billing") as billing,
+        iii_trio.open_worker(engine.url, name="shop") as shop,
     ):
         billing.register_function("invoice::total", lambda payload: 99)
         await billing.wait_registered()
@@ -324,9 +327,9 @@ async def test_blank_namespace_is_refused_before_connecting() -> None:
             pass
 
 
-async def test_worker_announces_itself(iii_engine: DevEngine) -> None:
+async def test_worker_announces_itself(engine: Engine) -> None:
     async with iii_trio.open_worker(
-        iii_engine.url, name="announcer", description="does the talking"
+        engine.url, name="announcer", description="does the talking"
     ) as worker:
         workers = {info.name: info for info in await worker.list_workers()}
     me = workers["announcer"]
@@ -335,7 +338,7 @@ async def test_worker_announces_itself(iii_engine: DevEngine) -> None:
     assert me.os == f"{platform.system()} {platform.release()} ({platform.machine()})"
     assert me.description == "does the talking"
     assert me.id == worker.worker_id or worker.worker_id is None
-    details = await _worker_details(iii_engine, "announcer")
+    details = await _worker_details(engine, "announcer")
     assert details["pid"] == os.getpid()
 
 
@@ -349,10 +352,10 @@ async def _worker_details(engine: DevEngine, name: str) -> dict[str, Any]:
     return dict(info["worker"])
 
 
-async def test_name_conflict_is_registration_rejected(iii_engine: DevEngine) -> None:
-    async with iii_trio.open_worker(iii_engine.url, name="unique"):
+async def test_name_conflict_is_registration_rejected(engine: Engine) -> None:
+    async with iii_trio.open_worker(engine.url, name="unique"):
         with pytest.raises(iii_trio.RegistrationRejected) as caught:
-            async with iii_trio.open_worker(iii_engine.url, name="unique"):
+            async with iii_trio.open_worker(engine.url, name="unique"):
                 pass  # pragma: no cover - entering must fail
     assert caught.value.code == "WORKER_NAMESPACE_CONFLICT"
 
@@ -366,10 +369,10 @@ async def test_unreachable_engine_raises_engine_unavailable_after_the_budget() -
             pass  # pragma: no cover - entering must fail
 
 
-async def test_connection_states_are_watched_until_closed(iii_engine: DevEngine) -> None:
+async def test_connection_states_are_watched_until_closed(engine: Engine) -> None:
     states: list[iii_trio.ConnectionState] = []
     async with (
-        iii_trio.open_worker(iii_engine.url, name="watched") as worker,
+        iii_trio.open_worker(engine.url, name="watched") as worker,
         worker.watch_connection_state() as watch,
         trio.open_nursery() as nursery,
     ):
@@ -417,50 +420,50 @@ async def test_reconnects_and_replays_registrations_after_the_engine_restarts() 
 
 
 async def test_a_registration_made_while_connected_is_routable_at_once(
-    iii_worker: iii_trio.Worker,
+    worker: iii_trio.Worker,
 ) -> None:
     for number in range(20):
-        iii_worker.register_function(f"svc::n{number}", lambda payload, n=number: n)
-    results = [await iii_worker.trigger(f"svc::n{number}") for number in range(20)]
+        worker.register_function(f"svc::n{number}", lambda payload, n=number: n)
+    results = [await worker.trigger(f"svc::n{number}") for number in range(20)]
     assert results == list(range(20))
 
 
-async def test_non_json_result_fails_the_call_not_the_worker(iii_worker: iii_trio.Worker) -> None:
-    iii_worker.register_function("svc::bad", lambda payload: object())
+async def test_non_json_result_fails_the_call_not_the_worker(worker: iii_trio.Worker) -> None:
+    worker.register_function("svc::bad", lambda payload: object())
     with pytest.raises(iii_trio.InvocationError) as caught:
-        await iii_worker.trigger("svc::bad")
+        await worker.trigger("svc::bad")
     assert caught.value.code == "invocation_failed"
-    iii_worker.register_function("svc::good", lambda payload: [1, 2])
-    assert await iii_worker.trigger("svc::good") == [1, 2]
+    worker.register_function("svc::good", lambda payload: [1, 2])
+    assert await worker.trigger("svc::good") == [1, 2]
 
 
 _request_tag: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag", default="unset")
 
 
 async def test_context_variables_do_not_leak_between_invocations(
-    iii_worker: iii_trio.Worker,
+    worker: iii_trio.Worker,
 ) -> None:
     # Handler tasks are reused between calls; each call must still start from a clean context.
-    @iii_worker.function("svc::tag")
+    @worker.function("svc::tag")
     async def tag(payload: str) -> str:
         before = _request_tag.get()
         _request_tag.set(payload)
         await trio.lowlevel.checkpoint()
         return before
 
-    seen = [await iii_worker.trigger("svc::tag", f"call-{n}") for n in range(5)]
+    seen = [await worker.trigger("svc::tag", f"call-{n}") for n in range(5)]
     assert seen == ["unset"] * 5
     assert _request_tag.get() == "unset"
 
 
 async def test_many_concurrent_calls_are_served_while_handlers_block(
-    iii_worker: iii_trio.Worker,
+    worker: iii_trio.Worker,
 ) -> None:
     release = trio.Event()
     all_waiting = trio.Event()
     waiting = 0
 
-    @iii_worker.function("svc::gate")
+    @worker.function("svc::gate")
     async def gate(payload: int) -> int:
         nonlocal waiting
         waiting += 1
@@ -472,7 +475,7 @@ async def test_many_concurrent_calls_are_served_while_handlers_block(
     results: list[int] = []
 
     async def call(n: int) -> None:
-        results.append(await iii_worker.trigger("svc::gate", n))
+        results.append(await worker.trigger("svc::gate", n))
 
     async with trio.open_nursery() as nursery:
         for n in range(300):
@@ -483,25 +486,25 @@ async def test_many_concurrent_calls_are_served_while_handlers_block(
 
 
 async def test_inline_handlers_do_not_leak_context_variables_either(
-    iii_worker: iii_trio.Worker,
+    worker: iii_trio.Worker,
 ) -> None:
-    @iii_worker.function("svc::tag_inline")
+    @worker.function("svc::tag_inline")
     async def tag(payload: str) -> str:  # no await: served inline by the reader
         before = _request_tag.get()
         _request_tag.set(payload)
         return before
 
-    seen = [await iii_worker.trigger("svc::tag_inline", f"call-{n}") for n in range(5)]
+    seen = [await worker.trigger("svc::tag_inline", f"call-{n}") for n in range(5)]
     assert seen == ["unset"] * 5
 
 
-async def test_a_reply_larger_than_one_write_arrives_intact(iii_worker: iii_trio.Worker) -> None:
+async def test_a_reply_larger_than_one_write_arrives_intact(worker: iii_trio.Worker) -> None:
     big = "x" * (12 * 1024 * 1024)  # more than the kernel takes in one non-blocking send
 
-    @iii_worker.function("svc::big")
+    @worker.function("svc::big")
     async def echo(payload: str) -> str:
         return payload + big
 
-    result = await iii_worker.trigger("svc::big", "head-")
+    result = await worker.trigger("svc::big", "head-")
     assert len(result) == len(big) + 5
     assert result.startswith("head-x")
