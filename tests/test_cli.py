@@ -24,6 +24,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from cli_helpers.demo_function import DEMO_DESCRIPTION, DEMO_REQUEST_FORMAT
 
 import iii_trio
 from iii_trio import _cli
@@ -36,16 +37,6 @@ TIMEOUT_LINE = (
     "Error: Timed out waiting for the engine (no response within the timeout). "
     "Is the engine running at the given address and port?"
 )
-DEMO_DESCRIPTION = "Echo the payload back.\nUsed by the CLI tests."
-DEMO_REQUEST_FORMAT = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "description": "who is asking"},
-        "count": {"type": ["integer", "null"], "description": "how many\ntimes"},
-        "extra": {},
-    },
-    "required": ["name"],
-}
 STATIC_HELP_TIP = (
     "Tip: `iii-trio trigger <fn-path> --help` queries a running engine for the\n"
     "  function's description and request schema.\n"

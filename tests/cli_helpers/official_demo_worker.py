@@ -12,19 +12,9 @@ import sys
 import time
 from typing import Any
 
+from demo_function import DEMO_DESCRIPTION, DEMO_REQUEST_FORMAT
 from iii import InitOptions, register_worker
 
-# Kept in step with DEMO_DESCRIPTION / DEMO_REQUEST_FORMAT in tests/test_cli.py.
-ECHO_DESCRIPTION = "Echo the payload back.\nUsed by the CLI tests."
-ECHO_REQUEST_FORMAT = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string", "description": "who is asking"},
-        "count": {"type": ["integer", "null"], "description": "how many\ntimes"},
-        "extra": {},
-    },
-    "required": ["name"],
-}
 FUNCTION_IDS = ("demo::echo", "demo::fail", "demo::nothing")
 
 
@@ -49,8 +39,8 @@ def main() -> None:
         iii.register_function(
             "demo::echo",
             echo,
-            description=ECHO_DESCRIPTION,
-            request_format=ECHO_REQUEST_FORMAT,
+            description=DEMO_DESCRIPTION,
+            request_format=DEMO_REQUEST_FORMAT,
         )
         iii.register_function("demo::fail", fail)
         iii.register_function("demo::nothing", nothing)
