@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, NoReturn, Protocol
 
 import outcome
@@ -28,8 +28,17 @@ import trio
 from ._context import run_in_fresh_context
 from ._exceptions import ConnectionLost, EngineUnavailable, ProtocolError, RegistrationRejected
 from ._protocol._backoff import delays
-from ._protocol._codec import decode, encode
+from ._protocol._codec import (
+    JSONDecodeError,
+    decode,
+    decode_parsed,
+    encode,
+    loads,
+    successful_result_id,
+)
 from ._protocol._messages import (
+    JSON,
+    ErrorBody,
     InvocationResult,
     InvokeFunction,
     Message,
@@ -43,17 +52,31 @@ from ._protocol._registry import ConnectionIdentity
 from ._transport import HandshakeFailed, TransportClosed, WebSocket, connect_websocket
 from ._types import Backoff, ConnectionState
 
-__all__ = ["EngineSession", "SessionOwner", "run_supervisor"]
+__all__ = ["AbortFunction", "CallFailed", "EngineSession", "SessionOwner", "run_supervisor"]
 
 logger = logging.getLogger("iii_trio.connection")
+
+#: What ``trio.lowlevel.wait_task_rescheduled`` calls when the waiting task is cancelled.
+AbortFunction = Callable[[trio.lowlevel.RaiseCancelT], trio.lowlevel.Abort]
 
 _PING_INTERVAL: Final = 20.0
 _SILENCE_LIMIT: Final = 60.0
 # Framed-but-unsent chunks above which producers wait for the writer (bounded memory).
 _OUTPUT_HIGH_WATER: Final = 4096
 _NON_FATAL_REJECTION: Final = "FUNCTION_NAMESPACE_CONFLICT"
+# Calls framed during one burst before they are written without waiting for the writer.
+_EARLY_WRITE_FRAMES: Final = 16
+_UNPARSED: Final = object()  # a frame that is not JSON: decode() says why
 # Handler tasks kept parked after a burst; beyond this they end instead.
 _MAX_IDLE_HANDLER_TASKS: Final = 1024
+
+
+class CallFailed(Exception):
+    """The engine answered a call with an error; the worker turns it into its public error."""
+
+    def __init__(self, error: ErrorBody) -> None:
+        super().__init__(f"{error.code}: {error.message}")
+        self.error = error
 
 
 class SessionOwner(Protocol):
@@ -165,16 +188,15 @@ class EngineSession:
         """An invocation ended without a result to send."""
         self._handlers_running -= 1
 
-    async def call(
-        self, message: InvokeFunction, *, followed_by: Iterable[Message] = ()
-    ) -> InvocationResult:
-        """Send an invocation that carries an ``invocation_id`` and wait for its result.
+    async def call(self, message: InvokeFunction, *, followed_by: Iterable[Message] = ()) -> JSON:
+        """Send an invocation that carries an ``invocation_id`` and return its result.
 
         ``followed_by`` frames are sent right after it, before waiting.
 
         Cancellation: the pending entry is removed; a result arriving later is dropped.
 
         Raises:
+            CallFailed: the engine answered with an error.
             ConnectionLost: the connection ended before the result arrived.
         """
         assert message.invocation_id is not None
@@ -182,23 +204,52 @@ class EngineSession:
 
     async def call_frame(
         self, invocation_id: str, frame: bytes, followed_by: Iterable[Message] = ()
-    ) -> InvocationResult:
-        """:meth:`call` for an invocation already encoded (the per-call path)."""
+    ) -> JSON:
+        """:meth:`call` for an invocation already encoded."""
         while self._websocket.buffered_output > _OUTPUT_HIGH_WATER:
             await self._drained.wait()
+        abort = self._start_call(invocation_id, frame, followed_by)
+        result: JSON = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
+
+    def try_start_call(self, invocation_id: str, frame: bytes) -> AbortFunction | None:
+        """The per-call path of :meth:`call_frame`, minus one coroutine: send ``frame`` and make
+        the current task the one its result reschedules, with the result, or
+        :class:`CallFailed` or :class:`ConnectionLost` raised.
+
+        Returns the abort function to pass to ``trio.lowlevel.wait_task_rescheduled``, which
+        must follow with no checkpoint in between; None, having done nothing, when too much
+        output is unsent: use :meth:`call_frame`, which waits for it.
+
+        Raises:
+            ConnectionLost: the connection is closed.
+        """
+        if self._websocket.buffered_output > _OUTPUT_HIGH_WATER:
+            return None
+        return self._start_call(invocation_id, frame, ())
+
+    def _start_call(
+        self, invocation_id: str, frame: bytes, followed_by: Iterable[Message]
+    ) -> AbortFunction:
         if self.closed_because is not None:
             raise ConnectionLost(self.closed_because)
+        websocket = self._websocket
         lone_call = not self._pending and not self._writer_woken
         try:
-            self._websocket.send_text(frame)
+            websocket.send_text(frame)
             for extra in followed_by:
-                self._websocket.send_text(encode(extra))
+                websocket.send_text(encode(extra))
         except TransportClosed:
             raise ConnectionLost("the engine connection is closed") from None
-        if not (lone_call and self._websocket.send_now()) and not self._writer_woken:
+        if not (lone_call and websocket.send_now()) and not self._writer_woken:
             # Many calls at once share one write: the writer sends them all.
             self._writer_woken = True
             self._wake_writer.set()
+        elif websocket.buffered_output >= _EARLY_WRITE_FRAMES:
+            # A burst of calls (many tasks woken by one read) would otherwise reach the engine
+            # only when the last of them has run; writing every few frames lets the engine and
+            # the callee start on the first ones meanwhile.
+            websocket.send_now()
         pending = self._pending
         pending[invocation_id] = trio.lowlevel.current_task()
 
@@ -206,8 +257,7 @@ class EngineSession:
             pending.pop(invocation_id, None)
             return trio.lowlevel.Abort.SUCCEEDED
 
-        result: InvocationResult = await trio.lowlevel.wait_task_rescheduled(abort)
-        return result
+        return abort
 
     async def round_trip(self) -> None:
         """Return once the engine has handled every frame sent before this call.
@@ -275,39 +325,56 @@ class EngineSession:
         pending = self._pending
         idle = self._idle_handler_tasks
         serve_inline = self._owner.serve_inline
+        reschedule = trio.lowlevel.reschedule
+        value = outcome.Value
         while True:
             try:
                 frames = await websocket.receive_payloads()
             except TransportClosed as exc:
                 self.end(f"the engine closed the connection ({exc})")
                 break
-            replied = False
+            replies = 0
             for frame in frames:
                 try:
-                    message = decode(frame)
+                    raw = loads(frame)
+                except JSONDecodeError:
+                    raw = _UNPARSED
+                if type(raw) is dict and raw.get("type") == "invocationresult":
+                    # A successful result needs no message object: its id and value will do.
+                    invocation_id = successful_result_id(raw)
+                    if invocation_id is not None:
+                        task = pending.pop(invocation_id, None)
+                        if task is not None:
+                            reschedule(task, value(raw.get("result")))
+                        else:
+                            logger.debug("result for unknown invocation %s", invocation_id)
+                        continue
+                try:
+                    message = decode(frame) if raw is _UNPARSED else decode_parsed(raw, frame)
                 except ProtocolError as exc:
                     # One bad frame must not take the worker down: report it and carry on.
                     logger.warning("dropping a frame the engine sent: %s", exc)
                     continue
                 if type(message) is InvocationResult:
-                    task = pending.pop(message.invocation_id, None)
-                    if task is not None:
-                        trio.lowlevel.reschedule(task, outcome.Value(message))
-                    else:
-                        logger.debug("result for unknown invocation %s", message.invocation_id)
+                    self._complete(message)
                 elif type(message) is InvokeFunction:
                     reply = serve_inline(message)
                     if reply is not None:
-                        replied = self._send_reply(websocket, reply) or replied
+                        if self._send_reply(websocket, reply):
+                            replies += 1
+                            if replies % _EARLY_WRITE_FRAMES == 0 and not self._writer_woken:
+                                # As for calls: the engine starts on the first replies while
+                                # this read's later invocations are served.
+                                websocket.send_now()
                         continue
                     self._handlers_running += 1
                     if idle:
-                        trio.lowlevel.reschedule(idle.popitem()[0], outcome.Value(message))
+                        reschedule(idle.popitem()[0], value(message))
                     else:
                         nursery.start_soon(self._handler_task, message)
                 else:
                     self._handle_control(message)
-            if replied and not self._writer_woken and not websocket.send_now():
+            if replies and not self._writer_woken and not websocket.send_now():
                 # Replies the reader produced itself go out in one write for the whole read;
                 # whatever the kernel did not take at once is left to the writer.
                 self._writer_woken = True
@@ -315,6 +382,15 @@ class EngineSession:
             if self.closed_because is not None:
                 break
         await trio.lowlevel.checkpoint()  # leaving through the except branch skipped one
+
+    def _complete(self, message: InvocationResult) -> None:
+        task = self._pending.pop(message.invocation_id, None)
+        if task is None:
+            logger.debug("result for unknown invocation %s", message.invocation_id)
+        elif message.error is not None:
+            trio.lowlevel.reschedule(task, outcome.Error(CallFailed(message.error)))
+        else:
+            trio.lowlevel.reschedule(task, outcome.Value(message.result))
 
     def _send_reply(self, websocket: WebSocket, frame: bytes) -> bool:
         try:
@@ -478,20 +554,18 @@ async def _handshake(
     Returns False when the session ended before it became ready.
     """
     announce, replay = owner.opening_messages(previous)
+    ready = False
     try:
         if previous is not None:
             session.send_nowait(previous.reattach())
-        result = await session.call(announce, followed_by=replay)
+        await session.call(announce, followed_by=replay)
         await session.wait_identity()
+        ready = True
     except (ConnectionLost, RegistrationRejected):
-        # serve() reports why; the supervisor reads it from the session.
-        result = None
-    await trio.lowlevel.checkpoint()  # the failure path above may not have reached one
-    if result is None:
-        return False
-    if result.error is not None:
+        pass  # serve() reports why; the supervisor reads it from the session.
+    except CallFailed as exc:
         # The engine refused the announce itself (e.g. an RBAC namespace restriction).
-        session.fatal = RegistrationRejected(result.error.code, message=result.error.message)
-        session.end(f"the engine refused this worker: {result.error.message}")
-        return False
-    return True
+        session.fatal = RegistrationRejected(exc.error.code, message=exc.error.message)
+        session.end(f"the engine refused this worker: {exc.error.message}")
+    await trio.lowlevel.checkpoint()  # the failure paths above may not have reached one
+    return ready

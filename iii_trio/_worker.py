@@ -29,7 +29,7 @@ from typing import Any, Final, TypeVar, final
 import attrs
 import trio
 
-from ._connection import EngineSession, run_supervisor
+from ._connection import CallFailed, EngineSession, run_supervisor
 from ._dispatch import (
     PreparedHandler,
     prepare_handler,
@@ -390,18 +390,31 @@ class Worker:
             trio.TooSlowError: the worker's ``invocation_timeout`` expired.
             trio.ClosedResourceError: the worker's block has exited.
         """
-        self._check_open()
-        invocation_id, frame = self._call_frame(function_id, payload, metadata, namespace)
-        if self._invocation_timeout is not None:
+        if self._state is not ConnectionState.CONNECTED or self._invocation_timeout is not None:
+            self._check_open()
+            invocation_id, frame = self._call_frame(function_id, payload, metadata, namespace)
+            if self._invocation_timeout is None:
+                return await self._call(function_id, invocation_id, frame)
             with trio.fail_after(self._invocation_timeout):
                 return await self._call(function_id, invocation_id, frame)
         # The common case, written out: one coroutine less per call.
-        if self._state is not ConnectionState.CONNECTED:
-            await self.wait_connected()
-        result = await self._current_session().call_frame(invocation_id, frame)
-        if result.error is not None:
-            raise _invocation_error(function_id, invocation_id, result.error)
-        return result.result
+        invocation_id = new_invocation_id()
+        frame = encode_call(
+            function_id,
+            to_json_value(payload),
+            invocation_id,
+            metadata=metadata,
+            namespace=self._call_namespace(function_id, namespace),
+        )
+        session = self._current_session()
+        try:
+            abort = session.try_start_call(invocation_id, frame)
+            if abort is None:
+                return await session.call_frame(invocation_id, frame)
+            result: JSONValue = await trio.lowlevel.wait_task_rescheduled(abort)
+            return result
+        except CallFailed as exc:
+            raise _invocation_error(function_id, invocation_id, exc.error) from None
 
     async def trigger_void(
         self,
@@ -481,10 +494,10 @@ class Worker:
     async def _call(self, function_id: str, invocation_id: str, frame: bytes) -> JSONValue:
         if self._state is not ConnectionState.CONNECTED:
             await self.wait_connected()
-        result = await self._current_session().call_frame(invocation_id, frame)
-        if result.error is not None:
-            raise _invocation_error(function_id, invocation_id, result.error)
-        return result.result
+        try:
+            return await self._current_session().call_frame(invocation_id, frame)
+        except CallFailed as exc:
+            raise _invocation_error(function_id, invocation_id, exc.error) from None
 
     def _current_session(self) -> EngineSession:
         session = self._session

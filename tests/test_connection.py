@@ -8,6 +8,7 @@ warning, not the worker.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ import trio
 import iii_trio
 from iii_trio._protocol._codec import decode, encode
 from iii_trio._protocol._messages import (
+    ErrorBody,
     InvocationResult,
     InvokeFunction,
     RegistrationRejected,
@@ -102,6 +104,56 @@ async def test_bad_frames_from_the_engine_are_dropped_and_the_worker_carries_on(
     dropped = [r for r in caplog.records if "dropping a frame" in r.getMessage()]
     assert len(dropped) == 6  # three bad frames per call; the unknown type is only debug
     assert any("AUTH_ERROR" in r.getMessage() for r in caplog.records)
+
+
+async def test_results_of_every_shape_reach_their_callers(nursery: trio.Nursery) -> None:
+    # Successes take the reader's shortcut; failures and unusual frames the full decoder.
+    def respond(websocket: WebSocket, message: InvokeFunction) -> None:
+        invocation_id = message.invocation_id
+        frames = {
+            "x::object": {"result": {"a": [1, None]}, "traceparent": "t", "later_field": True},
+            "x::absent": {},
+            "x::null": {"result": None, "error": None},
+            "x::failed": {"error": {"code": "boom", "message": "it broke", "stacktrace": "s"}},
+        }
+        fields = {"invocation_id": invocation_id, "function_id": message.function_id}
+        frame = {"type": "invocationresult", **fields, **frames[message.function_id]}
+        websocket.send_text(json.dumps(frame).encode())
+
+    url = await nursery.start(_serve_scripted_engine, _answer_register_then(respond))
+    async with iii_trio.open_worker(url, name="shapes") as worker:
+        assert await worker.trigger("x::object", {}) == {"a": [1, None]}
+        assert await worker.trigger("x::absent", {}) is None
+        assert await worker.trigger("x::null", {}) is None
+        with pytest.raises(iii_trio.InvocationError) as caught:
+            await worker.trigger("x::failed", {})
+    assert (caught.value.code, caught.value.message) == ("boom", "it broke")
+    assert caught.value.function_id == "x::failed"
+
+
+async def test_an_announce_the_engine_refuses_fails_open_worker_without_retrying(
+    nursery: trio.Nursery,
+) -> None:
+    connections = 0
+
+    def on_message(websocket: WebSocket, message: Any) -> None:
+        nonlocal connections
+        if isinstance(message, InvokeFunction) and message.invocation_id is not None:
+            connections += 1
+            refusal = {"code": "FORBIDDEN", "message": "namespace 'private' is not allowed"}
+            frame = InvocationResult(
+                message.invocation_id, message.function_id, error=ErrorBody(**refusal)
+            )
+            websocket.send_text(encode(frame))
+
+    url = await nursery.start(_serve_scripted_engine, on_message)
+    backoff = iii_trio.Backoff(initial=0.01, jitter=0)
+    with pytest.raises(iii_trio.RegistrationRejected) as caught:
+        async with iii_trio.open_worker(url, name="refused", backoff=backoff):
+            pytest.fail("the worker must not start")  # pragma: no cover
+    assert caught.value.code == "FORBIDDEN"
+    assert "not allowed" in str(caught.value)
+    assert connections == 1
 
 
 async def test_a_function_conflict_is_a_warning_not_a_failure(

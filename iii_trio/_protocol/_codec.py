@@ -48,14 +48,23 @@ from ._messages import (
 )
 
 __all__ = [
+    "JSONDecodeError",
     "decode",
     "decode_json",
+    "decode_parsed",
     "encode",
     "encode_call",
     "encode_json",
     "encode_result",
+    "loads",
     "strict_primitive",
+    "successful_result_id",
 ]
+
+#: The JSON parser every frame goes through, and its error, for readers that parse a frame
+#: before deciding how to decode it (see :func:`decode_parsed`).
+loads: Final = orjson.loads
+JSONDecodeError: Final = orjson.JSONDecodeError
 
 logger = logging.getLogger("iii_trio.protocol")
 
@@ -327,19 +336,36 @@ def _fast_invoke(raw: dict[str, Any]) -> InvokeFunction | None:
     )
 
 
-def _fast_result(raw: dict[str, Any]) -> InvocationResult | None:
+def successful_result_id(raw: dict[str, Any]) -> str | None:
+    """The invocation id of ``raw``, a parsed ``invocationresult`` frame, when it is a success
+    :func:`decode` accepts; None when it is a failure or must be decoded to be judged.
+
+    A pending call's result needs only its id and ``result``, so the worker's reader takes
+    successes this way, without building the message object.
+    """
     invocation_id = raw.get("invocation_id")
-    function_id = raw.get("function_id")
     if (
         type(invocation_id) is not str
-        or type(function_id) is not str
+        or type(raw.get("function_id")) is not str
         or raw.get("error") is not None
-        or not _optional_strings(raw, "traceparent", "baggage")
     ):
+        return None
+    traceparent = raw.get("traceparent")
+    baggage = raw.get("baggage")
+    if (traceparent is not None and type(traceparent) is not str) or (
+        baggage is not None and type(baggage) is not str
+    ):
+        return None
+    return invocation_id
+
+
+def _fast_result(raw: dict[str, Any]) -> InvocationResult | None:
+    invocation_id = successful_result_id(raw)
+    if invocation_id is None:
         return None
     return InvocationResult(
         invocation_id,
-        function_id,
+        raw["function_id"],
         raw.get("result"),
         None,
         raw.get("traceparent"),
@@ -364,6 +390,16 @@ def decode(frame: bytes | bytearray | memoryview | str) -> Message:
         raw = orjson.loads(frame)
     except orjson.JSONDecodeError as exc:
         raise ProtocolError(f"invalid JSON: {exc}", frame=frame) from None
+    return decode_parsed(raw, frame)
+
+
+def decode_parsed(raw: Any, frame: bytes | bytearray | memoryview | str) -> Message:
+    """:func:`decode` of ``frame``, already parsed into ``raw`` (for a reader that looked at the
+    JSON first). ``frame`` is only quoted in errors.
+
+    Raises:
+        ProtocolError: as :func:`decode`.
+    """
     if type(raw) is not dict:
         raise ProtocolError(f"frame is a JSON {type(raw).__name__}, not an object", frame=frame)
     tag = raw.get("type")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from iii_trio import IIIError, ProtocolError
-from iii_trio._protocol._codec import decode, encode
+from iii_trio._protocol._codec import decode, decode_parsed, encode, successful_result_id
 from iii_trio._protocol._messages import (
     MESSAGE_TYPES,
     ApiKeyAuth,
@@ -975,3 +975,60 @@ def test_reattach_token_is_not_in_the_repr_of_workerregistered() -> None:
     assert "s3cr3t" not in repr(message)
     assert "s3cr3t" not in str(message)
     assert "w-new" in repr(message)
+
+
+# -- the reader's shortcut for successful results ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"invocationresult","invocation_id":"i","function_id":"f","result":{"a":1}}',
+        '{"type":"invocationresult","invocation_id":"i","function_id":"f"}',
+        '{"type":"invocationresult","invocation_id":"i","function_id":"f","result":null}',
+        '{"type":"invocationresult","invocation_id":"i","function_id":"f","error":null}',
+        '{"type":"invocationresult","invocation_id":"i","function_id":"f","traceparent":"t",'
+        '"baggage":"b","extra":[1]}',
+    ],
+    ids=["object", "no-result", "null-result", "null-error", "trace-and-unknown-key"],
+)
+def test_successful_result_id_accepts_what_decode_reads_as_a_success(frame: str) -> None:
+    message = decode(frame)
+    assert isinstance(message, InvocationResult)
+    assert message.error is None
+    assert successful_result_id(json.loads(frame)) == message.invocation_id
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type":"invocationresult","invocation_id":"i","function_id":"f",'
+        '"error":{"code":"c","message":"m"}}',
+        '{"type":"invocationresult","invocation_id":7,"function_id":"f"}',
+        '{"type":"invocationresult","invocation_id":"i"}',
+        '{"type":"invocationresult","invocation_id":"i","function_id":"f","traceparent":1}',
+        '{"type":"invocationresult","invocation_id":"i","function_id":"f","baggage":{}}',
+        '{"type":"invocationresult","invocation_id":"i","function_id":"f","error":"bad"}',
+    ],
+    ids=[
+        "error",
+        "numeric-id",
+        "no-function-id",
+        "numeric-traceparent",
+        "object-baggage",
+        "bad-error",
+    ],
+)
+def test_successful_result_id_leaves_failures_and_bad_frames_to_decode(frame: str) -> None:
+    assert successful_result_id(json.loads(frame)) is None
+
+
+@pytest.mark.parametrize(("frame", "expected"), EXAMPLES)
+def test_decode_parsed_gives_what_decode_gives(frame: str, expected: Message) -> None:
+    assert decode_parsed(json.loads(frame), frame) == expected
+
+
+@pytest.mark.parametrize(("frame", "path"), MALFORMED)
+def test_decode_parsed_rejects_what_decode_rejects(frame: str, path: str) -> None:
+    with pytest.raises(ProtocolError, match=path):
+        decode_parsed(json.loads(frame), frame)
