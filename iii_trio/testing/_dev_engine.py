@@ -76,7 +76,13 @@ import trio
 
 from .._exceptions import ProtocolError
 from .._groups import raise_collapsed
-from .._protocol._codec import decode, encode, encode_call, encode_result
+from .._protocol._codec import (
+    decode,
+    encode,
+    encode_call,
+    encode_result,
+    successful_result_id,
+)
 from .._protocol._messages import JSON, Message
 from .._transport import Payload, TransportClosed, UpgradeRequest, WebSocket, serve_websockets
 from .._version import __version__
@@ -472,16 +478,8 @@ class _Server:
     def _route_result(self, connection_id: str, raw: dict[str, JSON]) -> bool:
         """:meth:`EngineState.route_result` for a decoded ``invocationresult`` frame the codec
         would decode without error; False when the general path must take it."""
-        invocation_id = raw.get("invocation_id")
-        traceparent = raw.get("traceparent")
-        baggage = raw.get("baggage")
-        if (
-            type(invocation_id) is not str
-            or type(raw.get("function_id")) is not str
-            or raw.get("error") is not None
-            or (traceparent is not None and type(traceparent) is not str)
-            or (baggage is not None and type(baggage) is not str)
-        ):
+        invocation_id = successful_result_id(raw)
+        if invocation_id is None:
             return False
         result = raw.get("result")
         caller = self._state.route_result(connection_id, invocation_id, result)
