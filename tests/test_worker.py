@@ -485,6 +485,26 @@ async def test_many_concurrent_calls_are_served_while_handlers_block(
     assert sorted(results) == list(range(300))
 
 
+async def test_a_burst_of_calls_to_a_handler_served_inline_all_come_back(
+    worker: iii_trio.Worker,
+) -> None:
+    # Hundreds of invocations arrive in a few reads; the reader answers them itself, writing
+    # as it goes, and every answer must reach its own caller.
+    @worker.function("svc::double")
+    async def double(payload: int) -> int:
+        return payload * 2
+
+    results: dict[int, iii_trio.JSONValue] = {}
+
+    async def call(n: int) -> None:
+        results[n] = await worker.trigger("svc::double", n)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(500):
+            nursery.start_soon(call, n)
+    assert results == {n: n * 2 for n in range(500)}
+
+
 async def test_inline_handlers_do_not_leak_context_variables_either(
     worker: iii_trio.Worker,
 ) -> None:
