@@ -40,17 +40,20 @@ Task tree::
     │       └── writer                    sends what the readers could not, one flush per batch
     └── _Server.run_timers                sleeps until EngineState.next_deadline, then tick()
 
-Every call into the core is synchronous and performing its outputs never blocks, so no task
-ever waits on another connection. Outputs are encoded at once and queued in the target
-connection's outbox; the reader that produced them writes them itself (every
-:data:`_WRITE_EVERY` frames of a read, and at its end) with one non-blocking send per
-connection, as long as that connection's writer is idle. Whatever the kernel does not take at
-once, and whatever is queued meanwhile, is the writer's. The only waiting is backpressure on a
-connection's own reader: when more than :data:`OUTBOX_CAPACITY` frames are queued for a worker
-that is not reading, the engine stops reading that worker too. Frames other connections route
-to it are still queued without blocking their senders; the real engine holds those in
-per-invocation tasks blocked on the full queue, which is the same amount of memory and the same
-(lack of) progress, without the cross-connection wait that could deadlock two slow workers.
+Every call into the core is synchronous and performing its outputs never blocks. Outputs are
+encoded at once and queued in the target connection's outbox; the reader that produced them
+writes them itself (every :data:`_WRITE_EVERY` frames of a read, and at its end) with one
+non-blocking send per connection, as long as that connection's writer is idle. Whatever the
+kernel does not take at once, and whatever is queued meanwhile, is the writer's.
+
+Backpressure follows the engine (protocol.md 2.1): it reads each connection's frames in order,
+spawns the handling of every ``invokefunction`` and finishes handling anything else before the
+next frame, and each connection's outbound queue holds :data:`OUTBOX_CAPACITY` messages. So a
+reader waits exactly when a frame other than an invocation (a result routed to its caller, a
+pong, a registration's fan-out) has queued output for a connection whose outbox is full; it
+resumes with the next frame once that outbox has room. What invocations produce is queued
+without waiting, as the engine's spawned tasks would hold it. A worker that stops reading is
+therefore still read: its results keep flowing to callers that do read.
 
 The two messages of every routed call (``invokefunction`` and ``invocationresult``, in their
 common form) skip the message objects: the reader checks the decoded JSON the way the codec
@@ -83,7 +86,7 @@ from .._protocol._codec import (
     encode_result,
     successful_result_id,
 )
-from .._protocol._messages import JSON, Message
+from .._protocol._messages import JSON, InvokeFunction, Message
 from .._transport import Payload, TransportClosed, UpgradeRequest, WebSocket, serve_websockets
 from .._version import __version__
 from ._engine_state import (
@@ -283,6 +286,7 @@ class _Outbox:
         self.cancel_scope = trio.CancelScope()
         self._writer_busy = False
         self._writer_wakeup = trio.Event()
+        #: Set (and replaced) whenever queued frames are taken or the outbox finishes.
         self._room = trio.Event()
         # Pongs and close replies the reader cannot send at once go to this writer too, so
         # the reader never blocks on a write (it must keep reading: see WebSocket.on_unsent).
@@ -310,7 +314,7 @@ class _Outbox:
             return
         websocket = self.websocket
         frames, self.queue = self.queue, []
-        self._room.set()
+        self._made_room()
         try:
             for frame in frames:
                 websocket.send_text(frame)
@@ -327,12 +331,17 @@ class _Outbox:
     def finish(self) -> None:
         self._closing = True
         self._wake_writer()
+        self._made_room()  # readers waiting for room stop waiting for a closing connection
 
     def take_all(self) -> list[bytes]:
         """The queued frames, for the writer."""
         frames, self.queue = self.queue, []
-        self._room.set()
+        self._made_room()
         return frames
+
+    def _made_room(self) -> None:
+        room, self._room = self._room, trio.Event()
+        room.set()
 
     @property
     def is_full(self) -> bool:
@@ -354,10 +363,11 @@ class _Outbox:
         """The writer sent everything and waits again: readers may write themselves."""
         self._writer_busy = False
 
-    async def wait_for_take(self) -> None:
-        """Wait until the queued frames are taken."""
-        self._room = trio.Event()
-        await self._room.wait()
+    async def wait_for_room(self) -> None:
+        """Wait until this outbox is no longer full, or is closing."""
+        while self.is_full and not self._closing:
+            await self._room.wait()
+        await trio.lowlevel.checkpoint()  # the loop may not have run
 
 
 class _Server:
@@ -414,6 +424,7 @@ class _Server:
                 else:
                     nursery.cancel_scope.cancel()
         finally:
+            outbox.finish()
             del self._outboxes[connection_id]
             self._perform(self._state.disconnect(connection_id))
             self._write_dirty()
@@ -431,16 +442,26 @@ class _Server:
                 frames = await websocket.receive_messages()
             except TransportClosed:
                 break
-            self._route_frames(connection_id, outbox, frames)
-            # Backpressure: a worker that does not read its messages is not read either.
-            while outbox.is_full and not outbox.is_closing():
-                await outbox.wait_for_take()
+            position = 0
+            while position < len(frames) and not outbox.is_closing():
+                position, full = self._route_frames(connection_id, outbox, frames, position)
+                if full is not None:
+                    await full.wait_for_room()
         await trio.lowlevel.checkpoint()
 
     def _route_frames(
-        self, connection_id: str, outbox: _Outbox, frames: list[tuple[bool, Payload]]
-    ) -> None:
-        """Handle the frames of one read, in order, writing what they produce as it goes.
+        self,
+        connection_id: str,
+        outbox: _Outbox,
+        frames: list[tuple[bool, Payload]],
+        start: int,
+    ) -> tuple[int, _Outbox | None]:
+        """Handle the frames of one read from ``frames[start]`` on, in order, writing what they
+        produce as it goes.
+
+        Stops after a frame other than an invocation that left a full outbox behind (see the
+        module's notes on backpressure). Returns where to go on from and that outbox, which the
+        reader waits on first; or ``(len(frames), None)``.
 
         Writing every :data:`_WRITE_EVERY` frames, rather than once at the end, lets the
         workers start on the first calls of a large read while the engine routes the rest.
@@ -451,7 +472,8 @@ class _Server:
         fast = not _codec_logger.isEnabledFor(logging.DEBUG)
         now = trio.current_time()
         unwritten = 0
-        for is_text, payload in frames:
+        for position in range(start, len(frames)):
+            is_text, payload = frames[position]
             unwritten += 1
             if unwritten == _WRITE_EVERY:
                 self._write_dirty()
@@ -464,20 +486,31 @@ class _Server:
                 if type(raw) is dict:
                     tag = raw.get("type")
                     if tag == "invocationresult":
-                        if self._route_result(connection_id, raw):
+                        routed = self._route_result(connection_id, raw)
+                        if routed is not False:
+                            if routed is not True:
+                                self._write_dirty()
+                                return position + 1, routed
                             continue
                     elif tag == "invokefunction" and self._route_invocation(connection_id, raw):
                         continue
             message = _decode_frame(is_text, payload)
             if message is not None:
-                self._perform(self._state.receive(connection_id, message, now))
+                full = self._perform(self._state.receive(connection_id, message, now))
                 if outbox.is_closing():
                     break
+                if full is not None and not isinstance(message, InvokeFunction):
+                    self._write_dirty()
+                    return position + 1, full
         self._write_dirty()
+        return len(frames), None
 
-    def _route_result(self, connection_id: str, raw: dict[str, JSON]) -> bool:
+    def _route_result(self, connection_id: str, raw: dict[str, JSON]) -> _Outbox | bool:
         """:meth:`EngineState.route_result` for a decoded ``invocationresult`` frame the codec
-        would decode without error; False when the general path must take it."""
+        would decode without error; False when the general path must take it.
+
+        Returns the caller's outbox instead of True when the result filled it.
+        """
         invocation_id = successful_result_id(raw)
         if invocation_id is None:
             return False
@@ -486,17 +519,18 @@ class _Server:
         if type(caller) is bool:
             return caller
         target = self._outboxes.get(caller.connection.id)
-        if target is not None:
-            target.push(
-                encode_result(
-                    caller.invocation_id,
-                    caller.function_id,
-                    result,
-                    traceparent=caller.traceparent,
-                    baggage=caller.baggage,
-                )
+        if target is None:
+            return True
+        target.push(
+            encode_result(
+                caller.invocation_id,
+                caller.function_id,
+                result,
+                traceparent=caller.traceparent,
+                baggage=caller.baggage,
             )
-        return True
+        )
+        return target if target.is_full else True
 
     def _route_invocation(self, connection_id: str, raw: dict[str, JSON]) -> bool:
         """:meth:`EngineState.route_invocation` for a decoded ``invokefunction`` frame the codec
@@ -574,13 +608,19 @@ class _Server:
 
     # -- outputs and timers ------------------------------------------------------------------------
 
-    def _perform(self, outputs: list[Output]) -> None:
-        """Do what the core asks; frames are queued and written by :meth:`_write_dirty`."""
+    def _perform(self, outputs: list[Output]) -> _Outbox | None:
+        """Do what the core asks; frames are queued and written by :meth:`_write_dirty`.
+
+        Returns an outbox the frames filled, if any.
+        """
+        full: _Outbox | None = None
         for output in outputs:
             if type(output) is Send:
                 outbox = self._outboxes.get(output.connection_id)
                 if outbox is not None:
                     outbox.push(encode(output.message))
+                    if full is None and outbox.is_full:
+                        full = outbox
             elif isinstance(output, CloseConnection):
                 self._close(output)
             elif isinstance(output, TimerArmed):
@@ -604,6 +644,7 @@ class _Server:
                     output.name,
                     output.namespace,
                 )
+        return full
 
     def _close(self, request: CloseConnection) -> None:
         outbox = self._outboxes.get(request.connection_id)

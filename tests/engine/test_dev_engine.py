@@ -307,6 +307,77 @@ async def test_a_worker_that_stops_reading_stalls_nobody_else(
         assert delivered.data["seq"] == expected
 
 
+async def test_a_worker_whose_queue_is_full_is_still_read(
+    engine: DevEngine, connect: Connect
+) -> None:
+    # The engine spawns invocations, so a full queue toward a worker never stops it reading
+    # that worker: answers it sends while not reading keep reaching their callers.
+    sleeper = await connect()
+    await sleeper.send(RegisterFunction(id="sleeper::take"), RegisterFunction(id="sleeper::work"))
+    await sleeper.register("sleeper")
+    caller = await connect()
+    flooder = await connect()
+    jobs = []
+    for job in (1, 2):
+        await caller.send(
+            InvokeFunction("sleeper::work", data={"job": job}, invocation_id=str(uuid.uuid4()))
+        )
+        delivered = await sleeper.receive()
+        assert isinstance(delivered, InvokeFunction)
+        assert delivered.invocation_id is not None
+        jobs.append(delivered.invocation_id)
+
+    # Far more than the socket buffers and the engine's queue of 64 can hold.
+    count, pad = 600, "x" * 16_000
+    for start in range(0, count, 50):
+        await flooder.send(
+            *(
+                InvokeFunction("sleeper::take", data={"seq": n, "pad": pad}, action=VoidAction())
+                for n in range(start, start + 50)
+            )
+        )
+    with trio.fail_after(PATIENCE):
+        # A round trip behind the flood: the engine has read all of it by the time it answers.
+        assert "sleeper::take" in str(await flooder.result("engine::functions::list", {}))
+        assert engine.statistics().pending_invocations == count + 2
+        # Each answer in a read of its own: the engine must keep reading, not stop after one.
+        for job, invocation_id in enumerate(jobs, start=1):
+            await sleeper.send(InvocationResult(invocation_id, "sleeper::work", result=job))
+            answer = await caller.receive()
+            assert isinstance(answer, InvocationResult)
+            assert answer.result == job
+
+
+async def test_a_caller_that_sends_every_call_before_reading_does_not_deadlock(
+    engine: DevEngine, connect: Connect
+) -> None:
+    # Results are handled in order, so the echo's connection waits while the caller's queue is
+    # full; the caller's own calls are still read, so it can finish sending and then read.
+    echo = await connect()
+    await echo.send(RegisterFunction(id="echo::back"))
+    await echo.register("echo")
+    caller = await connect()
+    count, pad = 600, "x" * 16_000
+    ids = [str(uuid.uuid4()) for _ in range(count)]
+    with trio.fail_after(4 * PATIENCE):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(functools.partial(answer_calls, echo, times=count))
+            for start in range(0, count, 50):
+                await caller.send(
+                    *(
+                        InvokeFunction(
+                            "echo::back", data={"seq": n, "pad": pad}, invocation_id=ids[n]
+                        )
+                        for n in range(start, start + 50)
+                    )
+                )
+            for n in range(count):
+                answer = await caller.receive()
+                assert isinstance(answer, InvocationResult)
+                assert (answer.invocation_id, answer.result["seq"]) == (ids[n], n)
+    assert engine.statistics().pending_invocations == 0
+
+
 # --- registration through the shell (sections 2.4-2.7) --------------------------------------------
 
 
@@ -480,6 +551,8 @@ async def test_a_taken_port_is_an_os_error(engine: DevEngine) -> None:
 class CapturingOutbox:
     """Stands in for a connection's outbox: keeps every frame pushed to it."""
 
+    is_full = False
+
     def __init__(self) -> None:
         self.frames: list[bytes] = []
 
@@ -586,7 +659,8 @@ async def test_the_fast_path_routes_frames_as_the_general_path_does() -> None:
                 batch: list[tuple[bool, bytes | bytearray | memoryview]] = [
                     (True, frame) for frame in frames
                 ]
-                server._route_frames(sender, outboxes[sender], batch)  # type: ignore[arg-type]
+                routed = server._route_frames(sender, outboxes[sender], batch, 0)  # type: ignore[arg-type]
+                assert routed == (len(batch), None)
         finally:
             codec_logger.setLevel(previous)
         outcomes.append(
