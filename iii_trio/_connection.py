@@ -322,7 +322,6 @@ class EngineSession:
         websocket = self._websocket
         nursery = self._nursery
         assert nursery is not None
-        pending = self._pending
         idle = self._idle_handler_tasks
         serve_inline = self._owner.serve_inline
         reschedule = trio.lowlevel.reschedule
@@ -343,11 +342,7 @@ class EngineSession:
                     # A successful result needs no message object: its id and value will do.
                     invocation_id = successful_result_id(raw)
                     if invocation_id is not None:
-                        task = pending.pop(invocation_id, None)
-                        if task is not None:
-                            reschedule(task, value(raw.get("result")))
-                        else:
-                            logger.debug("result for unknown invocation %s", invocation_id)
+                        self._resume_caller(invocation_id, value(raw.get("result")))
                         continue
                 try:
                     message = decode(frame) if raw is _UNPARSED else decode_parsed(raw, frame)
@@ -356,7 +351,12 @@ class EngineSession:
                     logger.warning("dropping a frame the engine sent: %s", exc)
                     continue
                 if type(message) is InvocationResult:
-                    self._complete(message)
+                    self._resume_caller(
+                        message.invocation_id,
+                        value(message.result)
+                        if message.error is None
+                        else outcome.Error(CallFailed(message.error)),
+                    )
                 elif type(message) is InvokeFunction:
                     reply = serve_inline(message)
                     if reply is not None:
@@ -383,14 +383,12 @@ class EngineSession:
                 break
         await trio.lowlevel.checkpoint()  # leaving through the except branch skipped one
 
-    def _complete(self, message: InvocationResult) -> None:
-        task = self._pending.pop(message.invocation_id, None)
+    def _resume_caller(self, invocation_id: str, result: outcome.Outcome[JSON]) -> None:
+        task = self._pending.pop(invocation_id, None)
         if task is None:
-            logger.debug("result for unknown invocation %s", message.invocation_id)
-        elif message.error is not None:
-            trio.lowlevel.reschedule(task, outcome.Error(CallFailed(message.error)))
+            logger.debug("result for unknown invocation %s", invocation_id)
         else:
-            trio.lowlevel.reschedule(task, outcome.Value(message.result))
+            trio.lowlevel.reschedule(task, result)
 
     def _send_reply(self, websocket: WebSocket, frame: bytes) -> bool:
         try:

@@ -390,31 +390,23 @@ class Worker:
             trio.TooSlowError: the worker's ``invocation_timeout`` expired.
             trio.ClosedResourceError: the worker's block has exited.
         """
-        if self._state is not ConnectionState.CONNECTED or self._invocation_timeout is not None:
-            self._check_open()
-            invocation_id, frame = self._call_frame(function_id, payload, metadata, namespace)
-            if self._invocation_timeout is None:
-                return await self._call(function_id, invocation_id, frame)
-            with trio.fail_after(self._invocation_timeout):
-                return await self._call(function_id, invocation_id, frame)
-        # The common case, written out: one coroutine less per call.
-        invocation_id = new_invocation_id()
-        frame = encode_call(
-            function_id,
-            to_json_value(payload),
-            invocation_id,
-            metadata=metadata,
-            namespace=self._call_namespace(function_id, namespace),
-        )
-        session = self._current_session()
-        try:
-            abort = session.try_start_call(invocation_id, frame)
-            if abort is None:
-                return await session.call_frame(invocation_id, frame)
-            result: JSONValue = await trio.lowlevel.wait_task_rescheduled(abort)
-            return result
-        except CallFailed as exc:
-            raise _invocation_error(function_id, invocation_id, exc.error) from None
+        self._check_open()
+        invocation_id, frame = self._call_frame(function_id, payload, metadata, namespace)
+        if self._state is ConnectionState.CONNECTED and self._invocation_timeout is None:
+            # The common case, written out: the task waits for its result itself, which saves
+            # a coroutine per call. It takes _call's way only when too much output is unsent.
+            session = self._current_session()
+            try:
+                abort = session.try_start_call(invocation_id, frame)
+                if abort is not None:
+                    result: JSONValue = await trio.lowlevel.wait_task_rescheduled(abort)
+                    return result
+            except CallFailed as exc:
+                raise _invocation_error(function_id, invocation_id, exc.error) from None
+        if self._invocation_timeout is None:
+            return await self._call(function_id, invocation_id, frame)
+        with trio.fail_after(self._invocation_timeout):
+            return await self._call(function_id, invocation_id, frame)
 
     async def trigger_void(
         self,

@@ -107,6 +107,21 @@ async def wait_for_worker_event(watcher: RawWorker, event: str, worker_id: str) 
             return
 
 
+async def flood(worker: RawWorker, function_id: str) -> int:
+    """Send void calls of ``function_id`` carrying far more data than the socket buffers and the
+    engine's queue of 64 can hold (``{"seq": n, "pad": ...}``, n counting from 0); return how
+    many."""
+    count, pad = 600, "x" * 16_000
+    for start in range(0, count, 50):
+        await worker.send(
+            *(
+                InvokeFunction(function_id, data={"seq": n, "pad": pad}, action=VoidAction())
+                for n in range(start, start + 50)
+            )
+        )
+    return count
+
+
 async def answer_calls(worker: RawWorker, *, times: int = 1) -> None:
     """Reply to ``times`` invocations with their own data."""
     for _ in range(times):
@@ -283,16 +298,8 @@ async def test_a_worker_that_stops_reading_stalls_nobody_else(
     flooder = await connect()
     bystander = await connect()
 
-    # Far more than the socket buffers and the engine's queue of 64 can hold: the engine's
-    # writer to the sleeper is stuck, yet everything else keeps flowing.
-    count, pad = 600, "x" * 16_000
-    for start in range(0, count, 50):
-        await flooder.send(
-            *(
-                InvokeFunction("sleeper::take", data={"seq": n, "pad": pad}, action=VoidAction())
-                for n in range(start, start + 50)
-            )
-        )
+    # The engine's writer to the sleeper is stuck, yet everything else keeps flowing.
+    count = await flood(flooder, "sleeper::take")
     with trio.fail_after(PATIENCE):
         assert "server::echo" in str(await flooder.result("engine::functions::list", {}))
         async with trio.open_nursery() as nursery:
@@ -327,15 +334,7 @@ async def test_a_worker_whose_queue_is_full_is_still_read(
         assert delivered.invocation_id is not None
         jobs.append(delivered.invocation_id)
 
-    # Far more than the socket buffers and the engine's queue of 64 can hold.
-    count, pad = 600, "x" * 16_000
-    for start in range(0, count, 50):
-        await flooder.send(
-            *(
-                InvokeFunction("sleeper::take", data={"seq": n, "pad": pad}, action=VoidAction())
-                for n in range(start, start + 50)
-            )
-        )
+    count = await flood(flooder, "sleeper::take")
     with trio.fail_after(PATIENCE):
         # A round trip behind the flood: the engine has read all of it by the time it answers.
         assert "sleeper::take" in str(await flooder.result("engine::functions::list", {}))
