@@ -207,6 +207,52 @@ async def test_pending_call_fails_with_connection_lost_and_the_worker_reconnects
         assert worker.worker_id != first_id
 
 
+@pytest.mark.parametrize("answers_pings", [False, True], ids=["silent", "answers-pings"])
+async def test_a_link_silent_for_a_minute_is_dropped_and_pings_keep_a_quiet_one(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock, answers_pings: bool
+) -> None:
+    # After the handshake this engine sends nothing of its own. The worker pings it every 20 s;
+    # more than 60 s without any frame means a dead link, dropped at the next ping time (80 s)
+    # and replaced at once. An engine that keeps reading answers the pings, which is enough.
+    connected_at: list[float] = []
+    reconnected = trio.Event()
+
+    async def handler(websocket: WebSocket, request: UpgradeRequest) -> None:
+        connected_at.append(trio.current_time())
+        if len(connected_at) == 2:
+            reconnected.set()
+        websocket.send_text(encode(WorkerRegistered(worker_id=str(uuid.uuid4()))))
+        await websocket.flush()
+        announced = False
+        while not announced or answers_pings:  # reading is what answers pings
+            for frame in await websocket.receive_payloads():
+                message = decode(frame)
+                if isinstance(message, InvokeFunction) and message.invocation_id is not None:
+                    result = InvocationResult(message.invocation_id, message.function_id, {})
+                    websocket.send_text(encode(result))
+                    announced = True
+            await websocket.flush()
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(
+        functools.partial(serve_websockets, handler, lambda request: None, host="127.0.0.1", port=0)
+    )
+    url = f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+    async with iii_trio.open_worker(url, name="quiet") as worker:
+        first_id = worker.worker_id
+        if answers_pings:
+            with trio.move_on_after(300):
+                await reconnected.wait()
+            assert len(connected_at) == 1
+            assert worker.worker_id == first_id
+        else:
+            with trio.fail_after(200):
+                await reconnected.wait()
+                await worker.wait_connected()
+            assert 60 < connected_at[1] - connected_at[0] <= 81
+            assert worker.worker_id != first_id
+
+
 async def test_handshake_headers_and_token_reach_the_engine(
     nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
 ) -> None:
