@@ -1,4 +1,4 @@
-"""JSON encoding and decoding of protocol messages: the one place that knows the wire format.
+"""JSON encoding and decoding of protocol messages, and the reference for the wire format.
 
 ``encode(message) -> bytes`` gives compact UTF-8 JSON with the ``type`` tag; ``decode(frame)``
 gives a message object or raises :class:`~iii_trio.ProtocolError` naming what was wrong. The
@@ -12,8 +12,14 @@ rules follow spec/protocol.md sections 1.3 and 11:
   without ``config``, which the engine requires even though they may be ``null``;
 - when encoding, absent optional fields are omitted, ``data`` and ``config`` are always written.
 
-Decoding runs a fast converter first and only re-runs a detailed one to word the error, so the
-happy path pays nothing for good error messages.
+The cattrs converter here is the reference for the wire format: :func:`encode_reference` and
+:func:`decode_reference` use it alone. :func:`encode` and :func:`decode` send the two frames of
+every call through the hand-written versions in :mod:`._fastpath` instead, and fall back to the
+converter for anything those decline. Decoding runs a fast converter first and only re-runs a
+detailed one to word the error, so the happy path pays nothing for good error messages.
+
+Every encoder refuses NaN and the infinities with :class:`TypeError`, as it refuses any other
+value JSON lacks (see :func:`encode_json`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,15 @@ import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from .._exceptions import ProtocolError
+from ._fastpath import (
+    decode_invocation,
+    decode_success,
+    encode_call,
+    encode_invocation,
+    encode_json,
+    encode_result,
+    successful_result_id,
+)
 from ._messages import (
     MESSAGE_TYPES,
     ApiKeyAuth,
@@ -38,7 +53,6 @@ from ._messages import (
     HmacAuth,
     HttpAuth,
     HttpInvocationRef,
-    InvocationResult,
     InvokeFunction,
     Message,
     RegisterTrigger,
@@ -52,9 +66,11 @@ __all__ = [
     "decode",
     "decode_json",
     "decode_parsed",
+    "decode_reference",
     "encode",
     "encode_call",
     "encode_json",
+    "encode_reference",
     "encode_result",
     "loads",
     "strict_primitive",
@@ -67,6 +83,7 @@ loads: Final = orjson.loads
 JSONDecodeError: Final = orjson.JSONDecodeError
 
 logger = logging.getLogger("iii_trio.protocol")
+_DEBUG: Final = logging.DEBUG
 
 # Keys that must be present even though their value may be null (spec/protocol.md section 11.1).
 _PRESENT_EVEN_IF_NULL: Final[dict[type[Any], tuple[str, ...]]] = {
@@ -194,15 +211,6 @@ _fast = _make_converter(detailed=False)
 _detailed = _make_converter(detailed=True)
 
 
-def encode_json(value: Any) -> bytes:
-    """Serialize a JSON value the way every frame is written: compact UTF-8.
-
-    Raises:
-        TypeError: the value is not JSON-serializable (orjson's ``JSONEncodeError``).
-    """
-    return orjson.dumps(value)
-
-
 def decode_json(data: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON text, raising :class:`ProtocolError` instead of the parser's own error."""
     try:
@@ -212,170 +220,31 @@ def decode_json(data: bytes | bytearray | memoryview | str) -> Any:
 
 
 def encode(message: Message) -> bytes:
-    """The wire form of ``message``: compact UTF-8 JSON including the ``type`` tag."""
+    """The wire form of ``message``: compact UTF-8 JSON including the ``type`` tag.
+
+    Raises:
+        TypeError: a field holds a value that is not JSON (see :func:`encode_json`).
+    """
     if type(message) is InvokeFunction:
-        return _encode_invoke(message)
+        return encode_invocation(message)
+    return encode_reference(message)
+
+
+def encode_reference(message: Message) -> bytes:
+    """:func:`encode` by the converter alone: the reference the hand-written encoders of
+    :mod:`._fastpath` are tested against.
+
+    Raises:
+        TypeError: as :func:`encode`.
+    """
     if isinstance(message, UnknownMessage):
-        return orjson.dumps({**message.fields, "type": message.type})
-    return orjson.dumps(_fast.unstructure(message))
-
-
-# --- hot paths --------------------------------------------------------------------------------
-# One invokefunction and one invocationresult cross the wire per call. These hand-written
-# versions give the same results as the converter (the tests compare both) at a fraction of the
-# cost; anything unusual (an action, an error body, a wrong type) falls back to the converter,
-# which also words the errors.
-
-
-def _encode_invoke(message: InvokeFunction) -> bytes:
-    return encode_call(
-        message.function_id,
-        message.data,
-        message.invocation_id,
-        metadata=message.metadata,
-        namespace=message.namespace,
-        traceparent=message.traceparent,
-        baggage=message.baggage,
-        action=message.action,
-    )
-
-
-def encode_call(
-    function_id: str,
-    data: Any,
-    invocation_id: str | None,
-    *,
-    metadata: Any = None,
-    namespace: str | None = None,
-    traceparent: str | None = None,
-    baggage: str | None = None,
-    action: TriggerAction | None = None,
-) -> bytes:
-    """The frame of an ``invokefunction``, without building the message object.
-
-    Raises:
-        TypeError: ``data`` or ``metadata`` is not JSON-serializable.
-    """
-    fields: dict[str, Any] = {"type": "invokefunction", "function_id": function_id, "data": data}
-    if invocation_id is not None:
-        fields["invocation_id"] = invocation_id
-    if metadata is not None:
-        fields["metadata"] = metadata
-    if namespace is not None:
-        fields["namespace"] = namespace
-    if traceparent is not None:
-        fields["traceparent"] = traceparent
-    if baggage is not None:
-        fields["baggage"] = baggage
-    if action is not None:
-        fields["action"] = (
-            {"type": "enqueue", "queue": action.queue}
-            if isinstance(action, EnqueueAction)
-            else {"type": "void"}
-        )
-    return orjson.dumps(fields)
-
-
-def encode_result(
-    invocation_id: str,
-    function_id: str,
-    result: Any,
-    *,
-    traceparent: str | None = None,
-    baggage: str | None = None,
-) -> bytes:
-    """The frame of a successful ``invocationresult``, without building the message object.
-
-    Raises:
-        TypeError: ``result`` is not JSON-serializable.
-    """
-    fields: dict[str, Any] = {
-        "type": "invocationresult",
-        "invocation_id": invocation_id,
-        "function_id": function_id,
-    }
-    if result is not None:
-        fields["result"] = result
-    if traceparent is not None:
-        fields["traceparent"] = traceparent
-    if baggage is not None:
-        fields["baggage"] = baggage
-    return orjson.dumps(fields)
-
-
-def _optional_strings(raw: dict[str, Any], *names: str) -> bool:
-    for name in names:
-        value = raw.get(name)
-        if value is not None and type(value) is not str:
-            return False
-    return True
-
-
-def _debug_enabled() -> bool:
-    return logger.isEnabledFor(logging.DEBUG)
-
-
-def _fast_invoke(raw: dict[str, Any]) -> InvokeFunction | None:
-    function_id = raw.get("function_id")
-    if (
-        type(function_id) is not str
-        or "data" not in raw
-        or raw.get("action") is not None
-        or not _optional_strings(raw, "invocation_id", "traceparent", "baggage", "namespace")
-    ):
-        return None
-    return InvokeFunction(
-        function_id,
-        raw["data"],
-        raw.get("invocation_id"),
-        raw.get("traceparent"),
-        raw.get("baggage"),
-        None,
-        raw.get("metadata"),
-        raw.get("namespace"),
-    )
-
-
-def successful_result_id(raw: dict[str, Any]) -> str | None:
-    """The invocation id of ``raw``, a parsed ``invocationresult`` frame, when it is a success
-    :func:`decode` accepts; None when it is a failure or must be decoded to be judged.
-
-    A pending call's result needs only its id and ``result``, so the worker's reader takes
-    successes this way, without building the message object.
-    """
-    invocation_id = raw.get("invocation_id")
-    if (
-        type(invocation_id) is not str
-        or type(raw.get("function_id")) is not str
-        or raw.get("error") is not None
-    ):
-        return None
-    traceparent = raw.get("traceparent")
-    baggage = raw.get("baggage")
-    if (traceparent is not None and type(traceparent) is not str) or (
-        baggage is not None and type(baggage) is not str
-    ):
-        return None
-    return invocation_id
-
-
-def _fast_result(raw: dict[str, Any]) -> InvocationResult | None:
-    invocation_id = successful_result_id(raw)
-    if invocation_id is None:
-        return None
-    return InvocationResult(
-        invocation_id,
-        raw["function_id"],
-        raw.get("result"),
-        None,
-        raw.get("traceparent"),
-        raw.get("baggage"),
-    )
+        return encode_json({**message.fields, "type": message.type})
+    return encode_json(_fast.unstructure(message))
 
 
 _FAST_DECODERS: Final[dict[str, Callable[[dict[str, Any]], Message | None]]] = {
-    "invokefunction": _fast_invoke,
-    "invocationresult": _fast_result,
+    "invokefunction": decode_invocation,
+    "invocationresult": decode_success,
 }
 
 
@@ -400,18 +269,39 @@ def decode_parsed(raw: Any, frame: bytes | bytearray | memoryview | str) -> Mess
     Raises:
         ProtocolError: as :func:`decode`.
     """
+    if type(raw) is dict:
+        tag = raw.get("type")
+        if type(tag) is str:
+            fast = _FAST_DECODERS.get(tag)
+            if fast is not None:
+                decoded = fast(raw)
+                if decoded is not None:
+                    if logger.isEnabledFor(_DEBUG):
+                        _log_unknown_fields(tag, raw, type(decoded))
+                    return decoded
+    return _structure(raw, frame)
+
+
+def decode_reference(frame: bytes | bytearray | memoryview | str) -> Message:
+    """:func:`decode` by the converter alone: the reference the hand-written decoders of
+    :mod:`._fastpath` are tested against.
+
+    Raises:
+        ProtocolError: as :func:`decode`.
+    """
+    try:
+        raw = orjson.loads(frame)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"invalid JSON: {exc}", frame=frame) from None
+    return _structure(raw, frame)
+
+
+def _structure(raw: Any, frame: bytes | bytearray | memoryview | str) -> Message:
     if type(raw) is not dict:
         raise ProtocolError(f"frame is a JSON {type(raw).__name__}, not an object", frame=frame)
     tag = raw.get("type")
     if type(tag) is not str:
         raise ProtocolError("frame has no string 'type'", frame=frame)
-    fast = _FAST_DECODERS.get(tag)
-    if fast is not None:
-        decoded = fast(raw)
-        if decoded is not None:
-            if _debug_enabled():
-                _log_unknown_fields(tag, raw, type(decoded))
-            return decoded
     cls = MESSAGE_TYPES.get(tag)
     if cls is None:
         logger.debug("unknown message type %r", tag)
@@ -423,7 +313,7 @@ def decode_parsed(raw: Any, frame: bytes | bytearray | memoryview | str) -> Mess
         message: Message = _fast.structure(raw, cls)
     except Exception:
         raise ProtocolError(f"{tag}: {_explain(raw, cls)}", frame=frame) from None
-    if logger.isEnabledFor(logging.DEBUG):
+    if logger.isEnabledFor(_DEBUG):
         _log_unknown_fields(tag, raw, cls)
     return message
 

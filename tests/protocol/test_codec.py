@@ -2,18 +2,34 @@
 strictness rules of sections 1.3 and 11.1.
 
 The example frames below are copied from the spec (section numbers in the ids), plus a few frames
-built from the spec's field tables where the spec shows no example.
+built from the spec's field tables where the spec shows no example. The round trips run both
+through encode/decode and through the converter alone (encode_reference/decode_reference);
+tests/protocol/test_fastpath.py compares the two on generated frames.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
+import math
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from iii_trio import IIIError, ProtocolError
-from iii_trio._protocol._codec import decode, decode_parsed, encode, successful_result_id
+from iii_trio._protocol._codec import (
+    decode,
+    decode_parsed,
+    decode_reference,
+    encode,
+    encode_call,
+    encode_json,
+    encode_reference,
+    encode_result,
+    successful_result_id,
+)
 from iii_trio._protocol._messages import (
     MESSAGE_TYPES,
     ApiKeyAuth,
@@ -415,19 +431,40 @@ def test_every_message_type_has_an_example() -> None:
     assert tags == set(MESSAGE_TYPES)
 
 
+Decoder = Callable[[str | bytes], Message]
+Encoder = Callable[[Message], bytes]
+# Every round trip runs through the codec's entry points and through the converter alone.
+DECODERS = pytest.mark.parametrize(
+    "decoder", [decode, decode_reference], ids=["decode", "reference"]
+)
+ENCODERS = pytest.mark.parametrize(
+    "encoder", [encode, encode_reference], ids=["encode", "reference"]
+)
+
+
+@DECODERS
 @pytest.mark.parametrize(("frame", "expected"), EXAMPLES)
-def test_spec_frame_decodes_to_the_expected_message(frame: str, expected: Message) -> None:
-    assert decode(frame) == expected
+def test_spec_frame_decodes_to_the_expected_message(
+    frame: str, expected: Message, decoder: Decoder
+) -> None:
+    assert decoder(frame) == expected
 
 
+@ENCODERS
 @pytest.mark.parametrize(("frame", "expected"), EXAMPLES)
-def test_decoded_spec_frame_encodes_back_to_the_same_json(frame: str, expected: Message) -> None:
-    assert _normalized(_wire(decode(frame))) == _normalized(json.loads(frame))
+def test_decoded_spec_frame_encodes_back_to_the_same_json(
+    frame: str, expected: Message, encoder: Encoder
+) -> None:
+    assert _normalized(json.loads(encoder(decode(frame)))) == _normalized(json.loads(frame))
 
 
+@DECODERS
+@ENCODERS
 @pytest.mark.parametrize(("frame", "message"), EXAMPLES)
-def test_message_survives_encode_then_decode(frame: str, message: Message) -> None:
-    assert decode(encode(message)) == message
+def test_message_survives_encode_then_decode(
+    frame: str, message: Message, encoder: Encoder, decoder: Decoder
+) -> None:
+    assert decoder(encoder(message)) == message
 
 
 @pytest.mark.parametrize(("tag", "cls"), sorted(MESSAGE_TYPES.items()))
@@ -679,6 +716,143 @@ def test_encode_escapes_control_characters() -> None:
     assert json.loads(encoded)["data"] == "a\x01b\nc"
 
 
+# --- NaN and infinities: not JSON (section 1.3) -----------------------------------------------
+# orjson would write them as null, so that the receiver would get a value nobody sent. Every
+# encoder refuses them instead, with the TypeError it raises for other values JSON lacks.
+
+NON_FINITE = pytest.mark.parametrize(
+    ("number", "name"),
+    [(math.nan, "NaN"), (math.inf, "Infinity"), (-math.inf, "-Infinity")],
+    ids=["nan", "infinity", "minus-infinity"],
+)
+
+# Each encoder, fed one value, and the key its frame holds that value under ("" for the frame).
+VALUE_ENCODERS = {
+    "encode_call-data": (lambda value: encode_call("f", value, INVOCATION_ID), "data"),
+    "encode_call-metadata": (lambda value: encode_call("f", {}, None, metadata=value), "metadata"),
+    "encode_result": (lambda value: encode_result(INVOCATION_ID, "f", value), "result"),
+    "encode-invokefunction": (lambda value: encode(InvokeFunction("f", data=value)), "data"),
+    "encode-invocationresult": (
+        lambda value: encode(InvocationResult("i", "f", result=value)),
+        "result",
+    ),
+    "encode-registertrigger": (
+        lambda value: encode(RegisterTrigger("t", "cron", "f", config=value)),
+        "config",
+    ),
+    "encode-registerfunction": (
+        lambda value: encode(RegisterFunction("f", response_format=value)),
+        "response_format",
+    ),
+    "encode-unknown": (
+        lambda value: encode(UnknownMessage(type="observe", fields={"value": value})),
+        "value",
+    ),
+    "encode_reference-invokefunction": (
+        lambda value: encode_reference(InvokeFunction("f", data={}, metadata=value)),
+        "metadata",
+    ),
+    "encode_reference-registertriggertype": (
+        lambda value: encode_reference(RegisterTriggerType("t", "d", trigger_request_format=value)),
+        "trigger_request_format",
+    ),
+    "encode_json": (encode_json, ""),
+}
+EACH_ENCODER = pytest.mark.parametrize(
+    ("encoder", "key"), list(VALUE_ENCODERS.values()), ids=list(VALUE_ENCODERS)
+)
+
+
+@EACH_ENCODER
+@NON_FINITE
+def test_a_non_finite_number_is_refused(
+    encoder: Callable[[Any], bytes], key: str, number: float, name: str
+) -> None:
+    with pytest.raises(TypeError) as caught:
+        encoder(number)
+    where = f" (at {key})" if key else ""
+    assert str(caught.value) == f"{name} is not a JSON value{where}"
+
+
+@EACH_ENCODER
+@NON_FINITE
+def test_a_non_finite_number_deep_inside_is_refused_naming_where_it_is(
+    encoder: Callable[[Any], bytes], key: str, number: float, name: str
+) -> None:
+    value = {"text": "null", "items": [None, {"null": None}, number, 1.5], "after": math.nan}
+    with pytest.raises(TypeError) as caught:
+        encoder(value)
+    path = f"{key}.items[2]" if key else "items[2]"
+    assert str(caught.value) == f"{name} is not a JSON value (at {path})"
+
+
+@EACH_ENCODER
+def test_nulls_and_the_word_null_are_written_unchanged(
+    encoder: Callable[[Any], bytes], key: str
+) -> None:
+    value = {
+        "null": None,
+        "text": "null",
+        "items": [None, "nullable", 1.5, -0.0, 0, 1e308, [], {}],
+        "nested": {"deeper": [None, {"null": "null"}]},
+    }
+    written = json.loads(encoder(value))
+    assert (written[key] if key else written) == value
+
+
+@pytest.mark.parametrize("number", [0.0, -0.0, 5e-324, 1.7976931348623157e308])
+def test_finite_extremes_are_written(number: float) -> None:
+    assert json.loads(encode_result("i", "f", [number, None])) == {
+        "type": "invocationresult",
+        "invocation_id": "i",
+        "function_id": "f",
+        "result": [number, None],
+    }
+
+
+@dataclasses.dataclass
+class _Point:
+    x: float
+    # orjson leaves out fields named with an underscore, so this one may hold anything.
+    _scale: float = math.nan
+
+
+class _Limit(enum.Enum):
+    CEILING = math.inf
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ((1, math.nan), "NaN is not a JSON value (at [1])"),
+        ({"at": _Point(x=-math.inf)}, "-Infinity is not a JSON value (at at.x)"),
+        ([_Limit.CEILING], "Infinity is not a JSON value (at [0])"),
+    ],
+    ids=["tuple", "dataclass", "enum"],
+)
+def test_non_finite_numbers_in_other_values_orjson_writes_are_refused(
+    value: Any, message: str
+) -> None:
+    with pytest.raises(TypeError) as caught:
+        encode_json(value)
+    assert str(caught.value) == message
+
+
+def test_a_field_orjson_leaves_out_is_not_looked_at() -> None:
+    assert json.loads(encode_json({"point": _Point(x=1.0), "none": None})) == {
+        "point": {"x": 1.0},
+        "none": None,
+    }
+
+
+@pytest.mark.parametrize("value", [object(), {1, 2}, {"a": [b"bytes"]}])
+def test_other_values_json_lacks_raise_the_same_exception(value: Any) -> None:
+    with pytest.raises(TypeError):
+        encode_json(value)
+    with pytest.raises(TypeError):
+        encode_result("i", "f", value)
+
+
 # --- strictness: required fields and field types --------------------------------------------
 
 
@@ -860,10 +1034,13 @@ MALFORMED = [
 ]
 
 
+@DECODERS
 @pytest.mark.parametrize(("frame", "path"), MALFORMED)
-def test_malformed_message_is_rejected_naming_the_field(frame: str, path: str) -> None:
+def test_malformed_message_is_rejected_naming_the_field(
+    frame: str, path: str, decoder: Decoder
+) -> None:
     with pytest.raises(ProtocolError) as caught:
-        decode(frame)
+        decoder(frame)
     message = str(caught.value)
     assert path in message
     assert json.loads(frame)["type"] in message
@@ -992,8 +1169,8 @@ def test_reattach_token_is_not_in_the_repr_of_workerregistered() -> None:
     ],
     ids=["object", "no-result", "null-result", "null-error", "trace-and-unknown-key"],
 )
-def test_successful_result_id_accepts_what_decode_reads_as_a_success(frame: str) -> None:
-    message = decode(frame)
+def test_successful_result_id_accepts_what_the_converter_reads_as_a_success(frame: str) -> None:
+    message = decode_reference(frame)
     assert isinstance(message, InvocationResult)
     assert message.error is None
     assert successful_result_id(json.loads(frame)) == message.invocation_id
@@ -1021,6 +1198,15 @@ def test_successful_result_id_accepts_what_decode_reads_as_a_success(frame: str)
 )
 def test_successful_result_id_leaves_failures_and_bad_frames_to_decode(frame: str) -> None:
     assert successful_result_id(json.loads(frame)) is None
+    message = _decoded_or_none(frame)
+    assert not isinstance(message, InvocationResult) or message.error is not None
+
+
+def _decoded_or_none(frame: str) -> Message | None:
+    try:
+        return decode_reference(frame)
+    except ProtocolError:
+        return None
 
 
 @pytest.mark.parametrize(("frame", "expected"), EXAMPLES)
