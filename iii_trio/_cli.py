@@ -19,11 +19,11 @@ This module is the outermost caller, so it is the one place that turns ``--timeo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import random
-import re
 import signal
 import socket
 import sys
@@ -406,10 +406,8 @@ class _Timeout(Exception):
 
 
 def _failure_reason(error: EngineUnavailable) -> str:
-    text = str(error)
-    # "cannot reach the iii engine at <url> after 1 attempt(s): <reason>": keep the reason.
-    match = re.search(r"after \d+ attempt\(s\): (.*)\Z", text, re.DOTALL)
-    return match.group(1) if match else text
+    # What went wrong on the last attempt, without the "cannot reach ..." framing.
+    return str(error.__cause__ or error)
 
 
 def _fallback_worker_names() -> Iterator[str]:
@@ -692,14 +690,29 @@ def _trigger_main(argv: Sequence[str], prog: str, stdout: TextIO, stderr: TextIO
         timeout_ms=args.timeout_ms,
         namespace=args.namespace,
     )
-    if args.help:
-        return trio.run(
-            _until_interrupted,
-            lambda: run_function_help(
-                request, prog=prog, static_help=static_help, stdout=stdout, stderr=stderr
-            ),
-        )
-    return trio.run(_until_interrupted, lambda: run_trigger(request, stdout, stderr))
+    with _library_logs_unprinted():
+        if args.help:
+            return trio.run(
+                _until_interrupted,
+                lambda: run_function_help(
+                    request, prog=prog, static_help=static_help, stdout=stdout, stderr=stderr
+                ),
+            )
+        return trio.run(_until_interrupted, lambda: run_trigger(request, stdout, stderr))
+
+
+@contextlib.contextmanager
+def _library_logs_unprinted() -> Iterator[None]:
+    """``trigger`` reports every failure itself, in the engine CLI's words; without this,
+    Python would print the library's warnings (a lost connection, a retry) to stderr too,
+    since nothing configured logging."""
+    library = logging.getLogger("iii_trio")
+    silencer = logging.NullHandler()
+    library.addHandler(silencer)
+    try:
+        yield
+    finally:
+        library.removeHandler(silencer)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "iii-trio") -> int:

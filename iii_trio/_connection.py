@@ -1,25 +1,32 @@
-"""The engine connection: one :class:`EngineSession` per WebSocket, and the supervisor that opens
-sessions with backoff, performs the handshake and reconnects.
+"""The engine connection: :class:`EngineLink` keeps one session open, :class:`EngineSession` is
+one WebSocket to the engine and everything that lives as long as it does.
 
-Task tree of one session (all in the session's own nursery, so a lost connection takes its
-handlers with it — the engine has already answered their callers with ``invocation_stopped``)::
+::
 
-    session nursery
-    ├── reader      receive one read's worth of frames → decode → results / invocations
-    ├── writer      sleeps until something is framed, then one send_all for all of it
-    ├── keepalive   WebSocket ping every 20 s; 60 s of silence means the link is dead
-    └── one task per incoming invocation
+    EngineLink.supervise          supervisor: connect → handshake → serve → reconnect with backoff
+    └── EngineSession.serve       session nursery: a lost connection takes its handlers with it
+        ├── reader                one read's worth of frames → decode → results / invocations
+        ├── writer                the WebSocket's FrameWriter task: one send_all per wake-up
+        ├── keepalive             WebSocket ping every 20 s; 60 s of silence means a dead link
+        └── handler tasks         parked and reused, one invocation at a time each
+
+The engine has already answered the callers of a lost connection's invocations with
+``invocation_stopped``, so cancelling their handlers loses nothing.
 
 Hot-path notes: frames are encoded and framed by the task that produces them (the handler task,
-or the caller of ``trigger``), so the writer only concatenates and sends; a pending call is a
-parked task rescheduled directly by the reader, with no event or channel per call.
+or the caller of ``trigger``), so the writer only writes; a pending call is a parked task
+(:class:`~._waiting.Waiters`) rescheduled directly by the reader, with no event or channel per
+call.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Iterable
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager
 from typing import Final, NoReturn, Protocol
 
 import outcome
@@ -27,6 +34,7 @@ import trio
 
 from ._context import run_in_fresh_context
 from ._exceptions import ConnectionLost, EngineUnavailable, ProtocolError, RegistrationRejected
+from ._groups import is_cancellation
 from ._protocol._backoff import delays
 from ._protocol._codec import (
     JSONDecodeError,
@@ -49,26 +57,36 @@ from ._protocol._messages import (
 )
 from ._protocol._messages import RegistrationRejected as RegistrationRejectedMessage
 from ._protocol._registry import ConnectionIdentity
-from ._transport import HandshakeFailed, TransportClosed, WebSocket, connect_websocket
+from ._transport import (
+    HandshakeFailed,
+    StreamOpener,
+    TransportClosed,
+    WebSocket,
+    connect_websocket,
+    redact_url,
+)
 from ._types import Backoff, ConnectionState
+from ._waiting import AbortFunction, Waiters
 
-__all__ = ["AbortFunction", "CallFailed", "EngineSession", "SessionOwner", "run_supervisor"]
+__all__ = ["CallFailed", "EngineLink", "EngineSession", "SessionOwner"]
 
 logger = logging.getLogger("iii_trio.connection")
 
-#: What ``trio.lowlevel.wait_task_rescheduled`` calls when the waiting task is cancelled.
-AbortFunction = Callable[[trio.lowlevel.RaiseCancelT], trio.lowlevel.Abort]
-
 _PING_INTERVAL: Final = 20.0
 _SILENCE_LIMIT: Final = 60.0
-# Framed-but-unsent chunks above which producers wait for the writer (bounded memory).
-_OUTPUT_HIGH_WATER: Final = 4096
+#: Leaving the worker's block closes the connection within a second (api.md); the engine
+#: answers a close frame at once, so this only bounds an engine that does not.
+_EXIT_CLOSE_TIMEOUT: Final = 0.5
 _NON_FATAL_REJECTION: Final = "FUNCTION_NAMESPACE_CONFLICT"
 # Calls framed during one burst before they are written without waiting for the writer.
 _EARLY_WRITE_FRAMES: Final = 16
 _UNPARSED: Final = object()  # a frame that is not JSON: decode() says why
 # Handler tasks kept parked after a burst; beyond this they end instead.
 _MAX_IDLE_HANDLER_TASKS: Final = 1024
+_STATE_BACKLOG: Final = 64
+#: Bad frames reported at WARNING per session; the rest go to DEBUG (a broken engine must not
+#: flood the log), with a count when the session ends.
+_WARNED_BAD_FRAMES: Final = 3
 
 
 class CallFailed(Exception):
@@ -80,7 +98,7 @@ class CallFailed(Exception):
 
 
 class SessionOwner(Protocol):
-    """What the supervisor needs from the worker that owns it."""
+    """What a session needs from the worker it serves."""
 
     def opening_messages(
         self, previous: ConnectionIdentity | None
@@ -97,65 +115,72 @@ class SessionOwner(Protocol):
         (it cannot suspend); None to have it served by a handler task."""
         ...
 
+    def registration_refused(self, error: RegistrationRejected) -> None:
+        """The engine refused one registration (a function id another worker holds)."""
+        ...
+
     def handle_message(self, session: EngineSession, message: Message) -> None:
         """Any other engine message (trigger provider traffic and the like)."""
-        ...
-
-    def session_changed(self, session: EngineSession | None, state: ConnectionState) -> None:
-        """The current session (None while disconnected) and the connection state."""
-        ...
-
-    def session_ended(self, session: EngineSession) -> None:
-        """``session`` stopped serving; calls must wait for the next one."""
         ...
 
 
 class EngineSession:
     """One open WebSocket to the engine and everything that lives as long as it does."""
 
-    def __init__(self, websocket: WebSocket, owner: SessionOwner) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        owner: SessionOwner,
+        on_end: Callable[[EngineSession], None],
+    ) -> None:
         self._websocket = websocket
+        self._writer = websocket.writer
         self._owner = owner
-        self._pending: dict[str, trio.lowlevel.Task] = {}
-        self._wake_writer = trio.Event()
-        self._writer_woken = False
-        websocket.on_unsent = self._request_flush
-        self._drained = trio.Event()
+        self._on_end = on_end
+        #: Calls waiting for their result, by invocation id.
+        self.calls: Waiters[str, JSON] = Waiters()
+        self._pongs: Waiters[int, None] = Waiters()
+        self._pings_sent = 0
+        self._pongs_received = 0
         self._nursery: trio.Nursery | None = None
-        self._identity_received = trio.Event()
+        self._identified = trio.Event()
+        self._ended = trio.Event()
         self._handlers_running = 0
         # Parked handler tasks, most recently parked last (an ordered dict used as a set).
         self._idle_handler_tasks: dict[trio.lowlevel.Task, None] = {}
-        self._pings_sent = 0
-        self._pongs_received = 0
-        self._pong_arrived = trio.Event()
+        self._bad_frames = 0
+        # An error frame that came before workerregistered: the engine's refusal if the
+        # connection then closes without one (protocol.md 2.2).
+        self._early_error: RegistrationRejected | None = None
         self.identity: ConnectionIdentity | None = None
-        self.closed_because: str | None = None
-        self.fatal: RegistrationRejected | None = None
-
-    @property
-    def pending_calls(self) -> int:
-        return len(self._pending)
+        #: Why the session stopped serving (None while it serves).
+        self.ended_because: str | None = None
+        #: The failure that ended it, if any (the cause of a later EngineUnavailable).
+        self.ended_by: BaseException | None = None
+        #: The engine refused this worker: fatal, no reconnect.
+        self.refusal: RegistrationRejected | None = None
+        #: A task of the session raised (a handler's SystemExit, say): the exception is on its
+        #: way out of the worker, and nothing reconnects.
+        self.crashed = False
 
     # -- sending -------------------------------------------------------------------------------
 
-    def send_nowait(self, message: Message) -> None:
-        """Frame ``message`` now and let the writer send it (used for small control frames)."""
-        self.send_frame_nowait(encode(message))
+    def send(self, message: Message) -> None:
+        """Frame a (control) message; the writer sends it at its next turn with whatever else
+        is ready.
 
-    def _request_flush(self) -> None:
-        if not self._writer_woken:
-            self._writer_woken = True
-            self._wake_writer.set()
+        Raises:
+            ConnectionLost: the session is over.
+        """
+        self.send_frame(encode(message))
 
-    def send_frame_nowait(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes) -> None:
+        """:meth:`send` for a frame already encoded."""
         try:
             self._websocket.send_text(frame)
-        except TransportClosed:
-            raise ConnectionLost("the engine connection is closed") from None
-        if not self._writer_woken:
-            self._writer_woken = True
-            self._wake_writer.set()
+        except (TransportClosed, trio.ClosedResourceError) as exc:
+            raise ConnectionLost("the engine connection is closed") from exc
+        self._writer.wake()
 
     async def send_result(self, frame: bytes) -> None:
         """Send a result frame; waits only while too much output is unsent.
@@ -164,100 +189,93 @@ class EngineSession:
         task ends right after, so yielding to the scheduler here would only cost time.
         """
         self._handlers_running -= 1
-        websocket = self._websocket
+        writer = self._writer
         try:
-            websocket.send_text(frame)
-        except TransportClosed:
+            self._websocket.send_text(frame)
+        except (TransportClosed, trio.ClosedResourceError):
             # The caller was told invocation_stopped when the connection went; nothing to do.
             logger.debug("result dropped: the connection it belongs to is closed")
             await trio.lowlevel.checkpoint_if_cancelled()
             return
-        if self._handlers_running == 0 and not self._writer_woken and websocket.send_now():
+        if self._handlers_running == 0 and not writer.is_woken and writer.send_now():
             # Nobody else is about to produce output: sending now saves the writer's turn,
             # which is most of the latency when one call is in flight.
             await trio.lowlevel.checkpoint_if_cancelled()
             return
-        if not self._writer_woken:
-            self._writer_woken = True
-            self._wake_writer.set()
-        while websocket.buffered_output > _OUTPUT_HIGH_WATER:
-            await self._drained.wait()
+        writer.wake()
+        if writer.over_high_water:
+            await writer.wait_for_room()
         await trio.lowlevel.checkpoint_if_cancelled()
 
     def result_dropped(self) -> None:
         """An invocation ended without a result to send."""
         self._handlers_running -= 1
 
+    def start_call(self, invocation_id: str, frame: bytes) -> AbortFunction | None:
+        """Send ``frame``, an invocation carrying ``invocation_id``, and make the current task
+        the one its result reschedules: with the result, or :class:`CallFailed` or
+        :class:`ConnectionLost` raised.
+
+        Returns the abort function to pass to ``trio.lowlevel.wait_task_rescheduled``, which
+        must follow with no checkpoint in between; None, having done nothing, when too much
+        output is unsent: use :meth:`call_frame`, which waits for room.
+
+        Raises:
+            ConnectionLost: the session is over.
+        """
+        writer = self._writer
+        if writer.over_high_water:
+            return None
+        if self.ended_because is not None:
+            raise ConnectionLost(self.ended_because)
+        lone_call = not self.calls and not writer.is_woken
+        try:
+            self._websocket.send_text(frame)
+        except (TransportClosed, trio.ClosedResourceError) as exc:
+            raise ConnectionLost("the engine connection is closed") from exc
+        if lone_call:
+            writer.write_soon()
+        else:
+            # Many calls at once share one write; a long burst (many tasks woken by one read)
+            # is written every few frames, so the engine and the callee start on the first
+            # ones while the rest are framed.
+            writer.write_burst(_EARLY_WRITE_FRAMES)
+        return self.calls.park(invocation_id)
+
+    async def call_frame(self, invocation_id: str, frame: bytes) -> JSON:
+        """:meth:`call` for an invocation already encoded.
+
+        The frame is not kept once written, so a waiting call holds no copy of its payload.
+        """
+        while True:
+            abort = self.start_call(invocation_id, frame)
+            if abort is not None:
+                break
+            await self._writer.wait_for_room()
+        del frame
+        result: JSON = await trio.lowlevel.wait_task_rescheduled(abort)
+        return result
+
     async def call(self, message: InvokeFunction, *, followed_by: Iterable[Message] = ()) -> JSON:
         """Send an invocation that carries an ``invocation_id`` and return its result.
 
         ``followed_by`` frames are sent right after it, before waiting.
 
-        Cancellation: the pending entry is removed; a result arriving later is dropped.
+        Cancellation: the call is forgotten; a result arriving later is dropped.
 
         Raises:
             CallFailed: the engine answered with an error.
             ConnectionLost: the connection ended before the result arrived.
         """
         assert message.invocation_id is not None
-        return await self.call_frame(message.invocation_id, encode(message), followed_by)
-
-    async def call_frame(
-        self, invocation_id: str, frame: bytes, followed_by: Iterable[Message] = ()
-    ) -> JSON:
-        """:meth:`call` for an invocation already encoded."""
-        while self._websocket.buffered_output > _OUTPUT_HIGH_WATER:
-            await self._drained.wait()
-        abort = self._start_call(invocation_id, frame, followed_by)
+        while self._writer.over_high_water:
+            await self._writer.wait_for_room()
+        abort = self.start_call(message.invocation_id, encode(message))
+        assert abort is not None
+        for extra in followed_by:
+            self.send(extra)
         result: JSON = await trio.lowlevel.wait_task_rescheduled(abort)
         return result
-
-    def try_start_call(self, invocation_id: str, frame: bytes) -> AbortFunction | None:
-        """The per-call path of :meth:`call_frame`, minus one coroutine: send ``frame`` and make
-        the current task the one its result reschedules, with the result, or
-        :class:`CallFailed` or :class:`ConnectionLost` raised.
-
-        Returns the abort function to pass to ``trio.lowlevel.wait_task_rescheduled``, which
-        must follow with no checkpoint in between; None, having done nothing, when too much
-        output is unsent: use :meth:`call_frame`, which waits for it.
-
-        Raises:
-            ConnectionLost: the connection is closed.
-        """
-        if self._websocket.buffered_output > _OUTPUT_HIGH_WATER:
-            return None
-        return self._start_call(invocation_id, frame, ())
-
-    def _start_call(
-        self, invocation_id: str, frame: bytes, followed_by: Iterable[Message]
-    ) -> AbortFunction:
-        if self.closed_because is not None:
-            raise ConnectionLost(self.closed_because)
-        websocket = self._websocket
-        lone_call = not self._pending and not self._writer_woken
-        try:
-            websocket.send_text(frame)
-            for extra in followed_by:
-                websocket.send_text(encode(extra))
-        except TransportClosed:
-            raise ConnectionLost("the engine connection is closed") from None
-        if not (lone_call and websocket.send_now()) and not self._writer_woken:
-            # Many calls at once share one write: the writer sends them all.
-            self._writer_woken = True
-            self._wake_writer.set()
-        elif websocket.buffered_output >= _EARLY_WRITE_FRAMES:
-            # A burst of calls (many tasks woken by one read) would otherwise reach the engine
-            # only when the last of them has run; writing every few frames lets the engine and
-            # the callee start on the first ones meanwhile.
-            websocket.send_now()
-        pending = self._pending
-        pending[invocation_id] = trio.lowlevel.current_task()
-
-        def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
-            pending.pop(invocation_id, None)
-            return trio.lowlevel.Abort.SUCCEEDED
-
-        return abort
 
     async def round_trip(self) -> None:
         """Return once the engine has handled every frame sent before this call.
@@ -268,20 +286,17 @@ class EngineSession:
         Raises:
             ConnectionLost: the connection ended first.
         """
-        self.send_nowait(Ping())
+        if self.ended_because is not None:
+            raise ConnectionLost(self.ended_because)
+        self.send(Ping())
         self._pings_sent += 1
-        target = self._pings_sent
-        while self._pongs_received < target:
-            if self.closed_because is not None:
-                raise ConnectionLost(self.closed_because)
-            await self._pong_arrived.wait()
-        await trio.lowlevel.checkpoint()
+        await self._pongs.wait(self._pings_sent)
 
     # -- running -------------------------------------------------------------------------------
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run reader, writer and keepalive until the connection ends or is cancelled; then fail
-        pending calls with :class:`ConnectionLost` and close the socket.
+        the waiting calls and close the socket (shielded and bounded in time).
 
         ``task_status.started()`` is called once the tasks run (before the handshake).
         """
@@ -292,31 +307,63 @@ class EngineSession:
                 nursery.start_soon(self._keepalive_loop)
                 nursery.start_soon(self._read_loop)
                 task_status.started()
+        except BaseException as exc:
+            self.crashed = not is_cancellation(exc)
+            raise
         finally:
             self._nursery = None
-            reason = self.closed_because or "the worker is shutting down"
-            self.closed_because = reason
-            self._fail_pending(self.fatal or ConnectionLost(reason))
-            self._pong_arrived.set()  # round_trip() waiters see closed_because and give up
+            if self.ended_because is None and not self.crashed:
+                # Cancelled from outside: the worker's block is exiting.
+                self._websocket.close_timeout = min(
+                    self._websocket.close_timeout, _EXIT_CLOSE_TIMEOUT
+                )
+            self._stop("a handler stopped the worker" if self.crashed else "the worker is closing")
             await self._websocket.aclose()
 
-    async def wait_identity(self) -> ConnectionIdentity:
-        await self._identity_received.wait()
-        assert self.identity is not None
-        return self.identity
-
-    def end(self, reason: str) -> None:
+    def end(self, reason: str, error: BaseException | None = None) -> None:
         """Stop the session (idempotent); :meth:`serve` returns soon after."""
-        if self.closed_because is None:
-            self.closed_because = reason
-            self._owner.session_ended(self)
+        if self.ended_by is None:
+            self.ended_by = error
+        self._stop(reason)
         if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+            self._nursery.cancel_scope.cancel(reason=reason)
 
-    def _fail_pending(self, error: Exception) -> None:
-        pending, self._pending = self._pending, {}
-        for task in pending.values():
-            trio.lowlevel.reschedule(task, outcome.Error(error))
+    def refuse(self, refusal: RegistrationRejected) -> None:
+        """The engine refused this worker: end the session for good."""
+        if self.refusal is None:
+            self.refusal = refusal
+        self.end(f"the engine refused this worker: {refusal}", refusal)
+
+    def _stop(self, reason: str) -> None:
+        if self.ended_because is not None:
+            return
+        self.ended_because = reason
+        refusal = self.refusal
+        if refusal is not None:
+            self.calls.fail_all(lambda: refusal)
+        else:
+            self.calls.fail_all(lambda: ConnectionLost(reason))
+        self._pongs.fail_all(lambda: ConnectionLost(reason))
+        self._identified.set()
+        self._ended.set()
+        if self._bad_frames > _WARNED_BAD_FRAMES:
+            logger.warning("dropped %d bad frames from the engine in all", self._bad_frames)
+        self._on_end(self)
+
+    async def wait_ended(self) -> None:
+        """Return once the session has stopped serving (its socket may still be closing)."""
+        await self._ended.wait()
+
+    async def wait_identity(self) -> ConnectionIdentity:
+        """The identity ``workerregistered`` gave this connection.
+
+        Raises:
+            ConnectionLost: the session ended without one.
+        """
+        await self._identified.wait()
+        if self.identity is None:
+            raise ConnectionLost(self.ended_because or "the engine connection ended")
+        return self.identity
 
     async def _read_loop(self) -> None:
         websocket = self._websocket
@@ -324,16 +371,19 @@ class EngineSession:
         assert nursery is not None
         idle = self._idle_handler_tasks
         serve_inline = self._owner.serve_inline
-        reschedule = trio.lowlevel.reschedule
-        value = outcome.Value
+        resolve = self.calls.resolve
+        writer = self._writer
         while True:
             try:
-                frames = await websocket.receive_payloads()
-            except TransportClosed as exc:
-                self.end(f"the engine closed the connection ({exc})")
+                frames = await websocket.receive_messages()
+            except (TransportClosed, trio.ClosedResourceError) as exc:
+                if self.identity is None and self._early_error is not None:
+                    self.refuse(self._early_error)
+                else:
+                    self.end(f"the engine closed the connection ({exc})", exc)
                 break
             replies = 0
-            for frame in frames:
+            for _, frame in frames:  # the engine's JSON counts in binary frames too
                 try:
                     raw = loads(frame)
                 except JSONDecodeError:
@@ -342,58 +392,57 @@ class EngineSession:
                     # A successful result needs no message object: its id and value will do.
                     invocation_id = successful_result_id(raw)
                     if invocation_id is not None:
-                        self._resume_caller(invocation_id, value(raw.get("result")))
+                        resolve(invocation_id, raw.get("result"))
                         continue
                 try:
                     message = decode(frame) if raw is _UNPARSED else decode_parsed(raw, frame)
                 except ProtocolError as exc:
-                    # One bad frame must not take the worker down: report it and carry on.
-                    logger.warning("dropping a frame the engine sent: %s", exc)
+                    self._bad_frame(frame, exc)
                     continue
                 if type(message) is InvocationResult:
-                    self._resume_caller(
-                        message.invocation_id,
-                        value(message.result)
-                        if message.error is None
-                        else outcome.Error(CallFailed(message.error)),
-                    )
+                    if message.error is None:
+                        resolve(message.invocation_id, message.result)
+                    else:
+                        self.calls.fail(message.invocation_id, CallFailed(message.error))
                 elif type(message) is InvokeFunction:
                     reply = serve_inline(message)
                     if reply is not None:
                         if self._send_reply(websocket, reply):
                             replies += 1
-                            if replies % _EARLY_WRITE_FRAMES == 0 and not self._writer_woken:
+                            if replies % _EARLY_WRITE_FRAMES == 0 and not writer.is_woken:
                                 # As for calls: the engine starts on the first replies while
                                 # this read's later invocations are served.
-                                websocket.send_now()
+                                writer.send_now()
                         continue
                     self._handlers_running += 1
                     if idle:
-                        reschedule(idle.popitem()[0], value(message))
+                        trio.lowlevel.reschedule(idle.popitem()[0], _value(message))
                     else:
                         nursery.start_soon(self._handler_task, message)
                 else:
                     self._handle_control(message)
-            if replies and not self._writer_woken and not websocket.send_now():
+            if replies:
                 # Replies the reader produced itself go out in one write for the whole read;
-                # whatever the kernel did not take at once is left to the writer.
-                self._writer_woken = True
-                self._wake_writer.set()
-            if self.closed_because is not None:
+                # whatever the kernel does not take at once is the writer's.
+                writer.write_soon()
+            if self.ended_because is not None:
                 break
         await trio.lowlevel.checkpoint()  # leaving through the except branch skipped one
 
-    def _resume_caller(self, invocation_id: str, result: outcome.Outcome[JSON]) -> None:
-        task = self._pending.pop(invocation_id, None)
-        if task is None:
-            logger.debug("result for unknown invocation %s", invocation_id)
+    def _bad_frame(self, frame: object, error: ProtocolError) -> None:
+        # One bad frame must not take the worker down: report it and carry on. The engine skips
+        # empty frames silently, and so do we.
+        self._bad_frames += 1
+        empty = isinstance(frame, bytes | bytearray | memoryview) and not bytes(frame).strip()
+        if self._bad_frames <= _WARNED_BAD_FRAMES and not empty:
+            logger.warning("dropping a frame the engine sent: %s", error)
         else:
-            trio.lowlevel.reschedule(task, result)
+            logger.debug("dropping a frame the engine sent: %s", error)
 
     def _send_reply(self, websocket: WebSocket, frame: bytes) -> bool:
         try:
             websocket.send_text(frame)
-        except TransportClosed:
+        except (TransportClosed, trio.ClosedResourceError):
             return False
         return True
 
@@ -421,7 +470,10 @@ class EngineSession:
     def _handle_control(self, message: Message) -> None:
         if isinstance(message, WorkerRegistered):
             self.identity = ConnectionIdentity(message.worker_id, message.reattach_token)
-            self._identity_received.set()
+            self._identified.set()
+            if self._early_error is not None:
+                logger.warning("the engine sent an error frame: %s", self._early_error)
+                self._early_error = None
         elif isinstance(message, RegistrationRejectedMessage):
             error = RegistrationRejected(
                 message.code,
@@ -432,116 +484,326 @@ class EngineSession:
             )
             if message.code == _NON_FATAL_REJECTION:
                 logger.warning("the engine refused a function registration: %s", error)
+                self._owner.registration_refused(error)
             else:
-                self.fatal = error
-                self.end(f"the engine refused this worker: {error}")
+                self.refuse(error)
         elif isinstance(message, Ping):
-            self.send_nowait(Pong())
+            self.send(Pong())
         elif isinstance(message, Pong):
             self._pongs_received += 1
-            arrived, self._pong_arrived = self._pong_arrived, trio.Event()
-            arrived.set()
+            self._pongs.resolve(self._pongs_received, None)
         elif isinstance(message, UnknownMessage):
-            if message.type == "error":
-                logger.warning("engine error frame: %s", message.fields.get("error"))
-            else:
-                logger.debug("ignoring message of unknown type %r", message.type)
+            self._unknown_message(message)
         else:
             self._owner.handle_message(self, message)
 
+    def _unknown_message(self, message: UnknownMessage) -> None:
+        if message.type != "error":
+            logger.debug("ignoring message of unknown type %r", message.type)
+            return
+        error = message.fields.get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        text = error.get("message") if isinstance(error, dict) else None
+        if self.identity is None and isinstance(code, str):
+            # The engine refuses a connection (its auth function said no) with this frame and a
+            # close frame instead of workerregistered (protocol.md 2.2): known once it closes.
+            self._early_error = RegistrationRejected(
+                code, message=text if isinstance(text, str) else None
+            )
+        else:
+            logger.warning("the engine sent an error frame: %s", error)
+
     async def _write_loop(self) -> None:
-        websocket = self._websocket
-        while True:
-            await self._wake_writer.wait()
-            self._wake_writer = trio.Event()
-            self._writer_woken = False
-            if not await websocket.send_buffered():
-                self.end("the engine connection broke while sending")
-                return
-            drained, self._drained = self._drained, trio.Event()
-            drained.set()
+        try:
+            await self._writer.run()
+        except TransportClosed as exc:
+            self.end("the engine connection broke while sending", exc)
+        await trio.lowlevel.checkpoint()  # the failure path may not have reached one
 
     async def _keepalive_loop(self) -> None:
         websocket = self._websocket
         while True:
             await trio.sleep(_PING_INTERVAL)
             if trio.current_time() - websocket.last_received > _SILENCE_LIMIT:
-                self.end(f"no frame from the engine for {_SILENCE_LIMIT:.0f} s")
+                error = TransportClosed(f"no frame from the engine for {_SILENCE_LIMIT:.0f} s")
+                self.end(str(error), error)
                 return
             websocket.send_ping()
-            if not self._writer_woken:
-                self._writer_woken = True
-                self._wake_writer.set()
+            self._writer.wake()
 
 
-async def run_supervisor(
-    owner: SessionOwner,
-    *,
-    url: str,
-    headers: Iterable[tuple[str, str]],
-    backoff: Backoff,
-    rng: random.Random,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-) -> NoReturn:
-    """Keep one ready session open until cancelled, reconnecting with ``backoff``.
+_value: Final = outcome.Value  # a parked handler task is rescheduled with its next invocation
 
-    An attempt is the connection plus the handshake; failed attempts in a row draw their delays
-    from one schedule, which restarts after every session that became ready. A dropped session is
-    retried at once, then with the schedule's delays.
 
-    ``task_status.started()`` is called once the first session is ready: the worker has announced
-    itself and the engine has applied every registration it sent.
+class _StateWatcher:
+    """Async iterator over one watcher's backlog of connection states."""
 
-    Raises:
-        EngineUnavailable: the backoff budget ran out (on the first connection or a reconnect).
-        RegistrationRejected: the engine refused this worker; it does not reconnect.
-    """
-    headers = list(headers)
-    previous: ConnectionIdentity | None = None
-    started = False
-    schedule = delays(backoff, rng)
-    attempts = 0
-    while True:
-        waiting_state = ConnectionState.RECONNECTING if started else ConnectionState.CONNECTING
-        owner.session_changed(None, waiting_state)
-        attempts += 1
-        ready = False
+    def __init__(self, link: EngineLink, backlog: deque[ConnectionState]) -> None:
+        self._link = link
+        self._backlog = backlog
+        self._finished = False
+
+    def __aiter__(self) -> _StateWatcher:
+        return self
+
+    async def __anext__(self) -> ConnectionState:
+        if self._finished:
+            raise StopAsyncIteration
+        while not self._backlog:
+            await self._link._state_changed.wait()
+        state = self._backlog.popleft()
+        self._finished = state is ConnectionState.CLOSED
+        await trio.lowlevel.checkpoint()
+        return state
+
+
+class EngineLink:
+    """The worker's side of the engine connection: the connection state, the current session,
+    and :meth:`supervise`, the supervisor that keeps a session open."""
+
+    def __init__(
+        self,
+        owner: SessionOwner,
+        *,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        ssl_context: ssl.SSLContext | None,
+        backoff: Backoff,
+        rng: random.Random,
+        open_stream: StreamOpener | None,
+    ) -> None:
+        self._owner = owner
+        self._url = url
+        self._shown_url = redact_url(url)
+        self._headers = list(headers)
+        self._ssl_context = ssl_context
+        self._backoff = backoff
+        self._rng = rng
+        self._open_stream = open_stream
+        self._session: EngineSession | None = None
+        self._state = ConnectionState.CONNECTING
+        self._state_changed = trio.Event()
+        self._watchers: list[deque[ConnectionState]] = []  # one backlog per watcher
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def session(self) -> EngineSession | None:
+        """The session calls go to: set only while CONNECTED."""
+        return self._session if self._state is ConnectionState.CONNECTED else None
+
+    @property
+    def identity(self) -> ConnectionIdentity | None:
+        return self._session.identity if self._session is not None else None
+
+    def close(self) -> None:
+        """The worker's block has exited: CLOSED for good."""
+        self._session = None
+        self._set_state(ConnectionState.CLOSED)
+
+    async def wait_connected(self) -> EngineSession:
+        """Return the session once CONNECTED.
+
+        Raises:
+            trio.ClosedResourceError: the worker's block has exited, or it failed for good.
+        """
+        while self._state is not ConnectionState.CONNECTED:
+            if self._state in (ConnectionState.CLOSED, ConnectionState.FAILED):
+                raise trio.ClosedResourceError(f"the worker is {self._state.value}")
+            await self._state_changed.wait()
+        await trio.lowlevel.checkpoint()
+        session = self._session
+        if session is None or self._state is not ConnectionState.CONNECTED:
+            # The connection went while the checkpoint ran: wait for the next one.
+            return await self.wait_connected()
+        return session
+
+    @asynccontextmanager
+    async def watch_states(self) -> AsyncIterator[AsyncIterator[ConnectionState]]:
+        """An async iterator of states: the current one, then each change, until CLOSED."""
+        backlog: deque[ConnectionState] = deque([self._state], maxlen=_STATE_BACKLOG)
+        self._watchers.append(backlog)
         try:
-            websocket = await connect_websocket(url, headers=headers)
-        except HandshakeFailed as exc:
-            failure = str(exc)
-        else:
-            session = EngineSession(websocket, owner)
-            async with trio.open_nursery() as nursery:
-                await nursery.start(session.serve)
-                # No checkpoint between this and the replay snapshot in _handshake: every
-                # registration is either in the snapshot or sent straight to this session.
-                owner.session_changed(session, waiting_state)
-                ready = await _handshake(session, owner, previous)
-                if ready:
-                    owner.session_changed(session, ConnectionState.CONNECTED)
-                    if not started:
-                        started = True
-                        task_status.started()
-            # serve() has returned: the session is over.
-            previous = session.identity or previous
-            if session.fatal is not None:
-                owner.session_changed(None, ConnectionState.FAILED)
-                raise session.fatal
-            failure = session.closed_because or "connection closed"
-        if ready:
-            logger.info("connection to %s lost: %s", url, failure)
-            schedule = delays(backoff, rng)
-            attempts = 0
-            continue
+            yield _StateWatcher(self, backlog)
+        finally:
+            self._watchers.remove(backlog)
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is self._state or self._state is ConnectionState.CLOSED:
+            return
+        self._state = state
+        for backlog in self._watchers:
+            backlog.append(state)
+        changed, self._state_changed = self._state_changed, trio.Event()
+        changed.set()
+
+    def _session_ended(self, session: EngineSession) -> None:
+        # The state says what is true the moment a session stops serving, not when the
+        # supervisor gets round to it.
+        if session is self._session and self._state is ConnectionState.CONNECTED:
+            self._set_state(
+                ConnectionState.FAILED
+                if session.refusal is not None or session.crashed
+                else ConnectionState.RECONNECTING
+            )
+
+    # -- the supervisor ------------------------------------------------------------------------
+
+    async def supervise(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
+        """Keep one ready session open until cancelled, reconnecting with the backoff policy.
+
+        An attempt is the connection plus the handshake; failed attempts in a row draw their
+        delays from one schedule, which restarts after every session that became ready. A
+        dropped session is retried at once, then with the schedule's delays.
+
+        ``task_status.started()`` is called once the first session is ready: the worker has
+        announced itself and the engine has applied every registration it sent.
+
+        Raises:
+            EngineUnavailable: the backoff budget ran out, or the engine's TLS certificate was
+                rejected.
+            RegistrationRejected: the engine refused this worker; it does not reconnect.
+        """
+        previous: ConnectionIdentity | None = None
+        started = False
+        schedule = delays(self._backoff, self._rng)
+        attempts = 0
+        try:
+            # Sessions run in a nursery of their own, not in this task's stack: a session that
+            # has stopped serving may still be finishing its closing handshake (up to its close
+            # timeout with an engine that does not answer), and the next one need not wait.
+            async with trio.open_nursery() as sessions:
+                while True:
+                    self._set_state(
+                        ConnectionState.RECONNECTING if started else ConnectionState.CONNECTING
+                    )
+                    attempts += 1
+                    attempt = await self._attempt(sessions, previous, attempts)
+                    if isinstance(attempt, EngineSession):
+                        if not started:
+                            started = True
+                            task_status.started()
+                        previous = await self._serve(attempt) or previous
+                        # A dropped session is retried at once, then with fresh delays.
+                        schedule = delays(self._backoff, self._rng)
+                        attempts = 0
+                    else:
+                        failure, identity = attempt
+                        previous = identity or previous
+                        await self._wait_to_retry(schedule, attempts, failure)
+        except BaseException as exc:
+            if not is_cancellation(exc):
+                self._set_state(ConnectionState.FAILED)
+            raise
+
+    async def _serve(self, session: EngineSession) -> ConnectionIdentity | None:
+        """Wait while ``session`` serves; return its identity for the next reattach.
+
+        Raises:
+            RegistrationRejected: the engine refused this worker meanwhile.
+        """
+        await session.wait_ended()
+        self._session = None
+        if session.refusal is not None:
+            raise session.refusal
+        if session.crashed:
+            # Its exception reaches this task through the sessions' nursery, which cancels
+            # this wait: there is nothing to reconnect for.
+            await trio.sleep_forever()
+        logger.warning("connection to %s lost: %s", self._shown_url, session.ended_because)
+        return session.identity
+
+    async def _wait_to_retry(
+        self, schedule: Iterator[float], attempts: int, failure: BaseException
+    ) -> None:
+        """Sleep until the next attempt is due.
+
+        Raises:
+            EngineUnavailable: the backoff budget is spent.
+        """
         delay = next(schedule, None)
         if delay is None:
-            owner.session_changed(None, ConnectionState.FAILED)
             raise EngineUnavailable(
-                f"cannot reach the iii engine at {url} after {attempts} attempt(s): {failure}"
+                f"cannot reach the iii engine at {self._shown_url} after {attempts} "
+                f"attempt(s): {failure}",
+                url=self._shown_url,
+                attempts=attempts,
+            ) from failure
+        if attempts == 1:
+            logger.warning(
+                "cannot reach the iii engine at %s (%s); retrying in %.1f s, and again with "
+                "backoff (further attempts are logged at DEBUG)",
+                self._shown_url,
+                failure,
+                delay,
             )
-        logger.info("engine at %s unavailable (%s); retrying in %.2f s", url, failure, delay)
+        else:
+            logger.debug(
+                "attempt %d to reach %s failed (%s); retrying in %.2f s",
+                attempts,
+                self._shown_url,
+                failure,
+                delay,
+            )
         await trio.sleep(delay)
+
+    async def _attempt(
+        self, sessions: trio.Nursery, previous: ConnectionIdentity | None, attempts: int
+    ) -> EngineSession | tuple[BaseException, ConnectionIdentity | None]:
+        """One attempt: connect and hand-shake. Returns the session once it is ready (it serves
+        in ``sessions``), or why it failed and the identity the engine gave it, if any.
+
+        Raises:
+            EngineUnavailable: the engine's TLS certificate was rejected (retrying cannot help).
+            RegistrationRejected: the engine refused this worker.
+        """
+        try:
+            websocket = await connect_websocket(
+                self._url,
+                headers=self._headers,
+                ssl_context=self._ssl_context,
+                open_stream=self._open_stream,
+            )
+        except HandshakeFailed as exc:
+            if exc.permanent:
+                raise EngineUnavailable(
+                    f"cannot connect to the iii engine at {self._shown_url}: {exc}",
+                    url=self._shown_url,
+                    attempts=attempts,
+                ) from exc
+            refused: HandshakeFailed | None = exc
+        else:
+            refused = None
+        if refused is not None:
+            await trio.lowlevel.checkpoint()  # the failure path may not have reached one
+            return refused, None
+        session = EngineSession(websocket, self._owner, self._session_ended)
+        await sessions.start(session.serve)
+        # No checkpoint between this and the replay snapshot in _handshake: every registration
+        # is either in the snapshot or sent straight to this session.
+        self._session = session
+        if await _handshake(session, self._owner, previous):
+            self._set_state(ConnectionState.CONNECTED)
+            logger.info(
+                "connected to the iii engine at %s (worker id %s)",
+                self._shown_url,
+                session.identity.worker_id if session.identity else "?",
+            )
+            return session
+        await session.wait_ended()
+        self._session = None
+        if session.refusal is not None:
+            raise session.refusal
+        failure = session.ended_by or ConnectionLost(
+            session.ended_because or "the connection closed"
+        )
+        return failure, session.identity
 
 
 async def _handshake(
@@ -555,7 +817,7 @@ async def _handshake(
     ready = False
     try:
         if previous is not None:
-            session.send_nowait(previous.reattach())
+            session.send(previous.reattach())
         await session.call(announce, followed_by=replay)
         await session.wait_identity()
         ready = True
@@ -563,7 +825,6 @@ async def _handshake(
         pass  # serve() reports why; the supervisor reads it from the session.
     except CallFailed as exc:
         # The engine refused the announce itself (e.g. an RBAC namespace restriction).
-        session.fatal = RegistrationRejected(exc.error.code, message=exc.error.message)
-        session.end(f"the engine refused this worker: {exc.error.message}")
+        session.refuse(RegistrationRejected(exc.error.code, message=exc.error.message))
     await trio.lowlevel.checkpoint()  # the failure paths above may not have reached one
     return ready

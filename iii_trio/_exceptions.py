@@ -35,10 +35,20 @@ class IIIError(Exception):
 
 
 class EngineUnavailable(IIIError):
-    """The engine could not be reached within the :class:`~iii_trio.Backoff` budget.
+    """The engine could not be reached within the :class:`~iii_trio.Backoff` budget, or cannot
+    be reached at all (its TLS certificate was rejected: retrying would not help).
 
     ``__cause__`` is the failure of the last attempt.
+
+    Attributes:
+        url: the engine URL that was tried, without user info or query values.
+        attempts: how many connection attempts were made in a row.
     """
+
+    def __init__(self, message: str, *, url: str, attempts: int) -> None:
+        super().__init__(message)
+        self.url = url
+        self.attempts = attempts
 
 
 class ConnectionLost(IIIError):
@@ -65,7 +75,9 @@ class RegistrationRejected(IIIError):
     """The engine refused this worker (fatal) or one of its registrations.
 
     Attributes:
-        code: ``WORKER_NAMESPACE_CONFLICT``, ``FUNCTION_NAMESPACE_CONFLICT`` or another code.
+        code: ``WORKER_NAMESPACE_CONFLICT``, ``FUNCTION_NAMESPACE_CONFLICT``, ``AUTH_ERROR``,
+            ``FORBIDDEN`` or another code.
+        message: the engine's explanation, when it gave one.
         namespace: the namespace the conflict happened in.
         worker_name: the contested worker name (worker conflicts).
         function_id: the contested function id (function conflicts).
@@ -88,6 +100,7 @@ class RegistrationRejected(IIIError):
             message = f"{subject!r} in namespace {namespace!r} is held by {holder}"
         super().__init__(code if message is None else f"{code}: {message}")
         self.code = code
+        self.message = message
         self.namespace = namespace
         self.worker_name = worker_name
         self.function_id = function_id

@@ -15,21 +15,27 @@ import trio
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["raise_collapsed"]
+__all__ = ["is_cancellation", "raise_collapsed"]
 
 
 def raise_collapsed(group: BaseExceptionGroup[BaseException]) -> NoReturn:
     """Raise what ``group`` means for the caller.
 
-    - a ``KeyboardInterrupt`` anywhere wins;
+    - a ``KeyboardInterrupt`` anywhere wins, then a ``SystemExit``, then any other exception
+      that is not an ``Exception`` (a handler's, say): they must end the program as if no
+      nursery stood in between;
     - one real error (from the body or an internal task) is raised as itself, traceback and
       context intact;
     - only ``trio.Cancelled`` leaves: the first of them, for the enclosing cancel scope to catch;
     - several real errors: the group unchanged, since picking one would hide the others.
     """
     leaves = _leaves(group)
+    for kind in (KeyboardInterrupt, SystemExit):
+        for leaf in leaves:
+            if isinstance(leaf, kind):
+                _reraise_keeping_context(leaf)
     for leaf in leaves:
-        if isinstance(leaf, KeyboardInterrupt):
+        if not isinstance(leaf, Exception | trio.Cancelled):
             _reraise_keeping_context(leaf)
     errors = [leaf for leaf in leaves if not isinstance(leaf, trio.Cancelled)]
     if len(errors) > 1:
@@ -55,3 +61,10 @@ def _reraise_keeping_context(exc: BaseException) -> NoReturn:
     finally:
         exc.__context__ = context
         del exc, context
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``trio.Cancelled``, or a group holding nothing else."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(isinstance(leaf, trio.Cancelled) for leaf in _leaves(exc))
+    return isinstance(exc, trio.Cancelled)

@@ -13,26 +13,41 @@ reader splits what it receives into frames itself and hands the protocol only th
 at frame boundaries, so that the protocol still answers pings, runs the closing handshake and
 fails the connection exactly as before; unmasked/masked text frames of less than 64 KiB are
 written without it too. websockets' parser costs about 2 µs per frame, most of a small call's
-budget (see the dev engine's module docstring for the measurement).
+budget. Whichever path a text message takes, it must be valid UTF-8: the sans-I/O protocol
+leaves that check to its I/O layer, which is this one (an invalid one fails the connection with
+1007).
 
-A :class:`WebSocket` has one reader and any number of senders: senders frame messages
-synchronously into the protocol's output buffer (:meth:`WebSocket.send_text`) and one ``flush``
-writes everything buffered so far in a single ``send_all``. Control frames the protocol answers by
-itself (pongs, the closing handshake) are flushed by the reader.
+Ownership. A :class:`WebSocket` has one reader (the task calling
+:meth:`WebSocket.receive_messages`) and one :class:`FrameWriter`, which owns everything about the
+output: the frames framed so far, the bytes the kernel did not take, whether to write right now
+or wake the writer task, the writer task's wake-up and a high-water mark for producers. Any task
+may frame a message (synchronously, :meth:`WebSocket.send_text`) and then ask the writer to get
+it out (:meth:`FrameWriter.write_soon`). After :meth:`WebSocket.aclose` or
+:meth:`WebSocket.abort` every send raises :class:`trio.ClosedResourceError`; the socket's file
+descriptor number is never kept, so a closed WebSocket cannot write into a socket that reused it.
+
+Closing follows RFC 6455 as websockets' protocol decides it: when it has sent a close frame
+(because we close, because the peer did, or because the peer broke the protocol) the reader
+reports the connection as closed at once, and :meth:`WebSocket.aclose` finishes the closing
+handshake: it writes what is left, shuts the write side when websockets says so, waits for the
+peer to close TCP and closes the stream, all within ``close_timeout`` seconds.
 
 Errors of trio and websockets are translated here into :class:`TransportClosed` and
-:class:`HandshakeFailed`; nothing above this module sees a foreign exception type.
+:class:`HandshakeFailed`; nothing above this module sees a foreign exception type. Nothing here
+logs a header value, a URL's query or user info, or a frame's content: they can carry secrets.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import logging
 import os
 import ssl
 import struct
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Final, NoReturn, TypeAlias
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import attrs
 import trio
@@ -40,8 +55,8 @@ from websockets.client import ClientProtocol
 from websockets.datastructures import Headers
 from websockets.exceptions import InvalidURI
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request
-from websockets.protocol import SERVER, Event, State
+from websockets.http11 import Request, Response
+from websockets.protocol import SERVER, State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
@@ -51,14 +66,20 @@ except ImportError:  # pragma: no cover - built without its C extension
     from websockets.utils import apply_mask
 
 __all__ = [
-    "HandshakeFailed",
+    "CLOSE_TIMEOUT",
+    "HANDSHAKE_TIMEOUT",
     "MAX_FRAME_SIZE",
     "MAX_MESSAGE_SIZE",
+    "FrameWriter",
+    "HandshakeFailed",
     "Payload",
+    "StreamOpener",
     "TransportClosed",
     "UpgradeRequest",
     "WebSocket",
     "connect_websocket",
+    "redact_url",
+    "serve_websocket_stream",
     "serve_websockets",
 ]
 
@@ -66,11 +87,20 @@ logger = logging.getLogger("iii_trio.transport")
 
 
 class _ProtocolLogger(logging.LoggerAdapter[logging.Logger]):
-    """websockets reports every connection opening and closing at INFO; for an SDK that is
-    per-connection noise, so its records are demoted to DEBUG under our own logger name."""
+    """The logger handed to websockets' protocol objects.
+
+    websockets logs every header and every frame (with its content) when its logger is enabled
+    for DEBUG, and those carry tokens and reattach secrets; so it is told DEBUG is always off.
+    What it still reports (connections opening and closing, at INFO) is per-connection noise for
+    an SDK, so it is demoted to DEBUG under our own name.
+    """
+
+    def isEnabledFor(self, level: int) -> bool:
+        return level > logging.DEBUG and self.logger.isEnabledFor(logging.DEBUG)
 
     def log(self, level: int, msg: object, *args: object, **kwargs: object) -> None:
-        super().log(min(level, logging.DEBUG), msg, *args, **kwargs)  # type: ignore[arg-type]
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.log(logging.DEBUG, msg, *args, **kwargs)  # type: ignore[arg-type]
 
 
 _protocol_logger = _ProtocolLogger(logging.getLogger("iii_trio.transport.websocket"))
@@ -78,6 +108,12 @@ _protocol_logger = _ProtocolLogger(logging.getLogger("iii_trio.transport.websock
 #: The engine's limits (tungstenite defaults): larger frames or messages end the connection.
 MAX_MESSAGE_SIZE: Final = 64 * 1024 * 1024
 MAX_FRAME_SIZE: Final = 16 * 1024 * 1024
+#: Seconds the closing handshake may take: the peer's close frame and its closing of TCP.
+CLOSE_TIMEOUT: Final = 3.0
+#: Seconds the opening handshake may take (TCP, TLS and the upgrade), as the official SDKs allow.
+HANDSHAKE_TIMEOUT: Final = 10.0
+#: Bytes framed but not yet written above which producers wait (see FrameWriter.wait_for_room).
+HIGH_WATER: Final = 1024 * 1024
 
 _RECEIVE_SIZE: Final = 256 * 1024
 
@@ -89,6 +125,7 @@ _TEXT_HEAD: Final = 0x81
 _BINARY_HEAD: Final = 0x82
 _PLAIN_HEADS: Final = (_TEXT_HEAD, _BINARY_HEAD)
 _MASK_BIT: Final = 0x80
+_CLOSE_OPCODE: Final = 0x8
 #: A frame larger than this that has not fully arrived goes to the protocol, which buffers it
 #: without copying it over and over.
 _HOLD_LIMIT: Final = _RECEIVE_SIZE
@@ -96,11 +133,25 @@ _HOLD_LIMIT: Final = _RECEIVE_SIZE
 _HANDSHAKE_KEEP: Final = 64 * 1024
 #: Masking keys a client takes from the OS at a time.
 _MASK_KEYS_FETCHED: Final = 256
-_CLOSE_TIMEOUT: Final = 0.5
+#: Request headers whose values may be logged; any other value may be a credential.
+_LOGGABLE_HEADERS: Final = frozenset(
+    {"host", "upgrade", "connection", "sec-websocket-version", "user-agent", "origin"}
+)
+#: What a server answers to bytes that are not an HTTP request (as the engine's HTTP stack does).
+_BAD_REQUEST: Final = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+_INVALID_UTF8: Final = 1007
+#: Seconds a server waits for a refused client to hang up before it closes the connection.
+_REFUSAL_LINGER: Final = 1.0
 
 
-class TransportClosed(Exception):
-    """The WebSocket is closed or broken; ``code``/``reason`` come from the close frame if any."""
+class TransportClosed(trio.BrokenResourceError):
+    """The WebSocket was closed by its peer, failed, or lost its connection.
+
+    Attributes:
+        code: the close code the peer sent, or the one we sent when we failed the connection
+            (``None`` when the connection ended without one).
+        reason: the close reason that came with ``code``.
+    """
 
     def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
         super().__init__(message)
@@ -109,14 +160,17 @@ class TransportClosed(Exception):
 
 
 class HandshakeFailed(Exception):
-    """The TCP connection or the WebSocket opening handshake failed.
+    """The TCP connection, the TLS handshake or the WebSocket opening handshake failed.
 
-    ``status`` is the HTTP status when the server answered with something other than 101.
+    Attributes:
+        status: the HTTP status when the server answered with something other than 101.
+        permanent: retrying cannot help (the server's TLS certificate was rejected).
     """
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, permanent: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.permanent = permanent
 
 
 @attrs.frozen
@@ -129,272 +183,551 @@ class UpgradeRequest:
     peer_host: str | None
 
 
+#: Opens the byte stream under a client WebSocket, given the URL's host and port.
+StreamOpener: TypeAlias = Callable[[str, int], Awaitable[trio.abc.Stream]]
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for a log line or an error message: no user info, no query values."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = host if port is None else f"{host}:{port}"
+    query = "&".join(f"{name}=…" for name in parse_qs(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class FrameWriter:
+    """Owns one WebSocket's output and the only writes to its stream.
+
+    Frames are appended to the output buffer (websockets' ``writes`` list) by
+    :meth:`WebSocket.send_text` and friends; this class gets them onto the stream:
+
+    - :meth:`send_now` tries one non-blocking write of everything buffered, as asyncio's
+      transports do before buffering: the kernel nearly always takes it, which saves a task
+      switch (plain TCP only: TLS must encrypt first);
+    - :meth:`wake` has the writer task (:meth:`run`) write it all with one ``send_all``;
+    - :meth:`write_soon` is the usual choice between the two; :meth:`write_burst` the choice for
+      a producer that adds frames one at a time and wants them batched;
+    - :meth:`wait_for_room` holds producers back while more than :attr:`high_water` bytes (or,
+      when :attr:`max_frames` is set, that many frames) are framed and unsent.
+
+    Without a writer task (:meth:`run` not running) whoever flushes does the writing.
+    """
+
+    def __init__(
+        self, stream: trio.abc.Stream, protocol: ClientProtocol | ServerProtocol, high_water: int
+    ) -> None:
+        self._stream = stream
+        self._protocol = protocol
+        # The trio socket, never its descriptor number: after close its fileno() is -1.
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        #: Unsent bytes above which producers wait.
+        self.high_water = high_water
+        #: Unsent frames at which producers wait (None: no limit; the dev engine counts frames,
+        #: as the engine's bounded queue does).
+        self.max_frames: int | None = None
+        self._lock = trio.StrictFIFOLock()
+        #: Bytes and frames framed since the buffer was last taken (control frames not counted).
+        self.framed = 0
+        self.frames = 0
+        self._unsent = b""
+        self._eof_due = False
+        self._eof_sent = False
+        self._closed = False
+        #: A write was interrupted part-way: the stream's frame boundaries are lost.
+        self._torn = False
+        self._broken: TransportClosed | None = None
+        self._running = False
+        self._woken = False
+        self._wakeup = trio.Event()
+        self._room = trio.Event()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def buffered(self) -> int:
+        """Bytes framed or handed over but not yet written."""
+        return self.framed + len(self._unsent)
+
+    @property
+    def over_high_water(self) -> bool:
+        """Producers must wait (:meth:`wait_for_room`) before framing more."""
+        if self.framed + len(self._unsent) > self.high_water:
+            return True
+        return self.max_frames is not None and self.frames >= self.max_frames
+
+    @property
+    def is_woken(self) -> bool:
+        """The writer task has been asked to write and has not started yet."""
+        return self._woken
+
+    @property
+    def usable(self) -> bool:
+        """Frames may still be written (not closed, broken or torn by an interrupted write)."""
+        return not (self._closed or self._torn or self._broken is not None or self._eof_sent)
+
+    def close(self) -> None:
+        """Stop writing for good: later flushes raise :class:`trio.ClosedResourceError`, and
+        producers waiting for room wake up to find out."""
+        self._closed = True
+        self._made_room()
+        self.wake()
+
+    # -- deciding how to write -----------------------------------------------------------------
+
+    def send_now(self) -> bool:
+        """One non-blocking write of everything buffered; True when nothing is left to write.
+
+        Never blocks and never raises, so the reader may call it. What the kernel does not take
+        waits for the next flush (:meth:`wake` or :meth:`flush`).
+        """
+        socket = self._socket
+        if socket is None or self._unsent or self._lock.locked() or not self.usable:
+            return False
+        chunks = self._take_buffer()
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            try:
+                sent = os.write(socket.fileno(), data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except OSError as exc:
+                # Broken: keep the data, so that the next flush reports it the usual way.
+                logger.debug("non-blocking send failed: %r", exc)
+                sent = 0
+            if sent < len(data):
+                self._unsent = data[sent:]
+                return False
+        return not self._eof_due
+
+    def wake(self) -> None:
+        """Have the writer task write everything buffered (at most once per wake-up)."""
+        if not self._woken:
+            self._woken = True
+            self._wakeup.set()
+
+    def write_soon(self) -> bool:
+        """Write now if the kernel takes it all at once, else leave it to the writer task.
+
+        Returns False when there is no writer task and the caller must :meth:`flush` itself.
+        """
+        if self._woken or self.send_now():
+            return True
+        if self._running:
+            self.wake()
+            return True
+        return False
+
+    def write_burst(self, every: int) -> None:
+        """For a producer framing many messages in a row: leave them to the writer task, which
+        writes them in one go, but write what is there every ``every`` frames (counted by
+        the buffer's length) so that the peer can start on the first ones."""
+        if not self._woken:
+            self.wake()
+        elif len(self._protocol.writes) >= every:
+            self.send_now()
+
+    async def wait_for_room(self) -> None:
+        """Wait while more than the high-water mark is buffered (returns at once otherwise, or
+        once the writer is closed or broken: the next send says so)."""
+        while self.over_high_water and self.usable:
+            await self._room.wait()
+        await trio.lowlevel.checkpoint()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The writer task: write whatever the wake-ups ask for, until the write side is shut.
+
+        Returns when websockets has shut the write side (the closing handshake is over) or the
+        writer was closed.
+
+        Raises:
+            TransportClosed: the stream broke.
+        """
+        self._running = True
+        try:
+            await trio.lowlevel.checkpoint()
+            while not self._eof_sent and not self._closed:
+                await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                self._woken = False
+                try:
+                    await self.flush()
+                except trio.ClosedResourceError:
+                    return
+        finally:
+            self._running = False
+
+    async def flush(self) -> None:
+        """Write everything buffered with one ``send_all``; then shut the write side if
+        websockets asked for it.
+
+        Raises:
+            trio.ClosedResourceError: the WebSocket was closed or aborted.
+            TransportClosed: the stream broke, now or before.
+        """
+        async with self._lock:
+            if self._closed:
+                raise trio.ClosedResourceError("this websocket is closed")
+            if self._broken is not None:
+                raise self._broken
+            chunks = self._take_buffer()
+            if self._unsent:
+                chunks.insert(0, self._unsent)
+                self._unsent = b""
+            if chunks and not self._torn:
+                await self._send_all(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+            if self._eof_due and not self._eof_sent:
+                self._eof_sent = True
+                # If the peer closed first there is nothing left to shut.
+                with contextlib.suppress(
+                    trio.BrokenResourceError, trio.ClosedResourceError, OSError
+                ):
+                    if isinstance(self._stream, trio.abc.HalfCloseableStream):
+                        await self._stream.send_eof()
+                    else:
+                        # TLS cannot shut one direction: closing it all (with close_notify)
+                        # is how the end of the stream is said there.
+                        await self._stream.aclose()
+            self._made_room()
+
+    async def _send_all(self, data: bytes) -> None:
+        try:
+            await self._stream.send_all(data)
+        except trio.ClosedResourceError:
+            self._closed = True
+            raise
+        except (trio.BrokenResourceError, OSError) as exc:
+            self._broken = TransportClosed(f"connection lost while sending: {exc!r}")
+            self._made_room()
+            raise self._broken from exc
+        except BaseException:
+            # Cancelled part-way: some of the bytes may be on the wire, so nothing more may be
+            # written (the next frame would start in the middle of this one).
+            self._torn = True
+            raise
+
+    def _take_buffer(self) -> list[bytes]:
+        chunks = self._protocol.data_to_send()
+        self.framed = 0
+        self.frames = 0
+        if chunks and not chunks[-1]:
+            # websockets' end-of-stream mark: shut the write side once the rest is out.
+            chunks.pop()
+            self._eof_due = True
+        return chunks
+
+    def _made_room(self) -> None:
+        room, self._room = self._room, trio.Event()
+        room.set()
+
+
 class WebSocket:
     """One open WebSocket connection. Not constructed directly: see :func:`connect_websocket`
     and :func:`serve_websockets`."""
 
-    def __init__(self, stream: trio.abc.Stream, protocol: ClientProtocol | ServerProtocol) -> None:
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: ClientProtocol | ServerProtocol,
+        *,
+        close_timeout: float = CLOSE_TIMEOUT,
+        high_water: int = HIGH_WATER,
+        fast_frames: bool = True,
+    ) -> None:
         self._stream = stream
         self._protocol = protocol
-        self._send_lock = trio.Lock()
-        self._unsent = b""  # what a non-blocking send_now() could not write
-        # Plain TCP only: a TLS stream must encrypt what it writes, so it always takes flush().
-        self._fileno = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self.writer = FrameWriter(stream, protocol, high_water)
+        self.close_timeout = close_timeout
+        self._fast = _FastFrames(protocol, self._collect, enabled=fast_frames)
         self._fragments: list[Payload] = []
         self._fragment_opcode: Opcode | None = None
-        self._closed = False
-        self._early_events: list[Event] = []
-        #: Called (from the reader) when buffered output could not be sent without blocking; the
-        #: owner's writer task must then flush. Without it the reader flushes itself.
-        self.on_unsent: Callable[[], None] | None = None
-        self._fast = _FastFrames(protocol)
+        # A fragmented text message is checked fragment by fragment, to fail as early as
+        # the invalid bytes arrive.
+        self._fragment_text = codecs.getincrementaldecoder("utf-8")()
+        self._closing = False
+        self._eof_received = False
+        self._read_error: BaseException | None = None
+        #: The opening handshake's Request (server) or Response (client), once received.
+        self.handshake_event: Request | Response | None = None
         #: trio time of the last bytes received; keepalive logic reads it.
         self.last_received = trio.current_time()
 
     @property
     def is_open(self) -> bool:
-        return self._protocol.state is State.OPEN and not self._closed
-
-    @property
-    def buffered_output(self) -> int:
-        """Number of framed-but-unsent chunks; lets senders apply backpressure."""
-        return len(self._protocol.writes) + bool(self._unsent)
+        return self._protocol.state is State.OPEN and not self._closing
 
     # -- sending -------------------------------------------------------------------------------
 
     def send_text(self, data: bytes) -> None:
-        """Frame ``data`` (UTF-8 JSON or text) into the output buffer; :meth:`flush` sends it.
+        """Frame ``data`` (UTF-8 text) into the output buffer; the writer sends it.
 
         Raises:
-            TransportClosed: the connection is no longer open.
+            trio.ClosedResourceError: :meth:`aclose` or :meth:`abort` was called.
+            TransportClosed: the connection is closing or closed.
         """
-        protocol = self._protocol
-        if protocol.state is not State.OPEN:
-            raise TransportClosed("websocket is closed")
+        protocol = self._check_sendable()
+        writer = self.writer
+        writer.frames += 1
+        writer.framed += len(data)
         if self._fast.frame_text(data):
             return
         if len(data) <= MAX_FRAME_SIZE:
             protocol.send_text(data)
-            return
-        # Larger messages go out as continuation frames, as the engine's frame limit requires.
-        view = memoryview(data)
-        self._protocol.send_text(view[:MAX_FRAME_SIZE], fin=False)
-        for start in range(MAX_FRAME_SIZE, len(data), MAX_FRAME_SIZE):
-            end = start + MAX_FRAME_SIZE
-            self._protocol.send_continuation(view[start:end], fin=end >= len(data))
+        else:
+            # Larger messages go out as continuation frames, as the engine's frame limit requires.
+            view = memoryview(data)
+            protocol.send_text(view[:MAX_FRAME_SIZE], fin=False)
+            for start in range(MAX_FRAME_SIZE, len(data), MAX_FRAME_SIZE):
+                end = start + MAX_FRAME_SIZE
+                protocol.send_continuation(view[start:end], fin=end >= len(data))
 
     def send_binary(self, data: bytes) -> None:
-        """Frame one binary message into the output buffer."""
-        if self._protocol.state is not State.OPEN:
-            raise TransportClosed("websocket is closed")
-        self._protocol.send_binary(data)
+        """Frame one binary message into the output buffer (raises as :meth:`send_text`)."""
+        self._check_sendable().send_binary(data)
+        self.writer.frames += 1
+        self.writer.framed += len(data)
 
     def send_ping(self, data: bytes = b"") -> None:
-        if self._protocol.state is State.OPEN:
+        """Frame a ping, if the connection is still open (a no-op otherwise)."""
+        if self._protocol.state is State.OPEN and not self._closing:
             self._protocol.send_ping(data)
 
-    def send_now(self) -> bool:
-        """Try to write the buffered output right away, without blocking.
-
-        One non-blocking ``send`` on the socket, as asyncio's transports do before buffering: it
-        saves a task switch whenever the kernel takes the data at once, which is nearly always.
-        Returns True when nothing is left to send; otherwise the rest waits for :meth:`flush`
-        (which must then be called). Never blocks, so a task that must keep reading may use it.
-        """
-        if self._fileno < 0 or self._send_lock.locked() or self._unsent:
-            return False
-        chunks = self._protocol.data_to_send()
-        if not chunks:
-            return True
-        data = b"".join(chunks)
-        try:
-            sent = os.write(self._fileno, data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            # Broken: keep the data so flush() reports it the usual way.
-            logger.debug("non-blocking send failed: %r", exc)
-            sent = 0
-        self._unsent = data[sent:]
-        return not self._unsent
-
     async def flush(self) -> None:
-        """Write everything buffered so far with one ``send_all``.
+        """Write everything framed so far (:meth:`FrameWriter.flush`), for users with no writer
+        task of their own.
 
         Raises:
-            TransportClosed: the peer is gone.
+            trio.ClosedResourceError: :meth:`aclose` or :meth:`abort` was called.
+            TransportClosed: the connection broke.
         """
-        if not await self.send_buffered():
-            raise TransportClosed("connection lost while sending")
+        await self.writer.flush()
 
-    async def send_buffered(self) -> bool:
-        """Like :meth:`flush`, but returns False instead of raising when the connection broke."""
-        async with self._send_lock:
-            chunks = self._protocol.data_to_send()
-            if self._unsent:
-                chunks.insert(0, self._unsent)
-                self._unsent = b""
-            if not chunks:
-                await trio.lowlevel.checkpoint()
-                return True
-            try:
-                await self._stream.send_all(b"".join(chunks))
-                return True
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                logger.debug("send failed: %r", exc)
-                self._closed = True
-        await trio.lowlevel.checkpoint()
-        return False
+    def _check_sendable(self) -> ClientProtocol | ServerProtocol:
+        if self._closing:
+            raise trio.ClosedResourceError("this websocket was closed")
+        protocol = self._protocol
+        if protocol.state is not State.OPEN or not self.writer.usable:
+            raise self._closed_error()
+        return protocol
 
     # -- receiving -----------------------------------------------------------------------------
 
     async def receive_messages(self) -> list[tuple[bool, Payload]]:
         """Wait for at least one complete data message and return every message of that read.
 
-        Each item is ``(is_text, payload)``. Fragmented messages are reassembled; pings are
-        answered; a close frame is acknowledged.
+        Each item is ``(is_text, payload)``; text payloads are valid UTF-8. Fragmented messages
+        are reassembled; pings are answered; a close frame is answered.
 
         Raises:
-            TransportClosed: the connection closed (cleanly or not) before a message arrived.
+            TransportClosed: the connection closed (cleanly or not) or failed before a message
+                arrived; :meth:`aclose` finishes the closing handshake.
+            trio.ClosedResourceError: :meth:`aclose` or :meth:`abort` was called.
         """
-        messages: list[tuple[bool, Payload]] = []
-        self._take_messages(messages)
-        if messages:
-            # Already parsed (frames that came with the handshake): no read needed, but this
-            # is still a checkpoint, as every async call must be.
-            await trio.lowlevel.checkpoint()
-        else:
-            while True:
-                # A received close frame ends the connection for us at once: waiting for the
-                # peer's EOF would keep a server's handler (and its peer, which waits for the
-                # server to close first) alive for nothing.
-                if (
-                    self._protocol.state is State.CLOSED
-                    or self._closed
-                    or self._protocol.close_rcvd is not None
-                ):
-                    if self._protocol.writes and not self._send_without_blocking():
-                        await self._flush_quietly()  # the reply to a close frame
-                    raise self._closed_error()
-                await self._receive_into_protocol()
-                self._take_messages(messages)
-                if messages:
-                    break
-                if self._protocol.writes and not self._send_without_blocking():
-                    # A ping came alone: answer it now, the next data may be minutes away.
-                    await self._flush_quietly()
-        if self._protocol.writes and not self._send_without_blocking():
-            await self._flush_quietly()  # pongs the protocol produced while parsing
-        return messages
-
-    def _send_without_blocking(self) -> bool:
-        """Send what is buffered (pongs, close replies, other senders' frames) without ever
-        blocking the reader: one non-blocking write, the rest handed to the owner's writer.
-
-        A reader that blocked on a full socket would stop reading, and a peer that applies
-        backpressure (the engine stops reading a connection it cannot write to) would then wait
-        for it forever. Returns False only when there is no writer to hand the rest to.
-        """
-        if self.send_now():
-            return True
-        if self.on_unsent is None:
-            return False
-        self.on_unsent()
-        return True
-
-    async def receive_payloads(self) -> list[Payload]:
-        """Like :meth:`receive_messages`, ignoring whether a frame was text or binary (the
-        engine parses JSON from either)."""
-        return [payload for _, payload in await self.receive_messages()]
-
-    def _take_messages(self, messages: list[tuple[bool, Payload]]) -> None:
-        # The handshake's Request/Response events come through here too (frames that arrived
-        # in the same read as the handshake stay queued behind them); only frames matter.
-        events = self._protocol.events_received()
-        if self._early_events:
-            events = self._early_events + events
-            self._early_events = []
-        for event in events:
-            if isinstance(event, Frame):
-                self._collect(event, messages)
+        if self._closing:
+            raise trio.ClosedResourceError("this websocket was closed")
         parsed = self._fast.parsed
         if parsed:
-            messages.extend(parsed)
-            parsed.clear()
+            # Already parsed (frames that came with the handshake, or that the last read held
+            # back because an earlier one needed no read): still a checkpoint, as every async
+            # call must be.
+            messages, self._fast.parsed = parsed, []
+            await trio.lowlevel.checkpoint()
+            return messages
+        while True:
+            if not self._reading():
+                if self._must_write_myself():  # the answer to a close frame, or our own
+                    await self._flush_quietly()
+                raise self._closed_error()
+            await self._receive()
+            parsed = self._fast.parsed
+            if self._protocol.writes and self._must_write_myself():  # pongs, close frames
+                await self._flush_quietly()
+            if parsed:
+                self._fast.parsed = []
+                return parsed
 
-    def _collect(self, frame: Frame, messages: list[tuple[bool, Payload]]) -> None:
-        opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            if frame.fin:
-                messages.append((opcode is Opcode.TEXT, frame.data))
-            else:
-                self._fragment_opcode = opcode
-                self._fragments = [frame.data]
-        elif opcode is Opcode.CONT and self._fragment_opcode is not None:
-            self._fragments.append(frame.data)
-            if frame.fin:
-                messages.append((self._fragment_opcode is Opcode.TEXT, b"".join(self._fragments)))
-                self._fragments = []
-                self._fragment_opcode = None
+    def _reading(self) -> bool:
+        protocol = self._protocol
+        return (
+            protocol.state is State.OPEN
+            and protocol.close_rcvd is None
+            and protocol.parser_exc is None
+            and not self._eof_received
+            and self._read_error is None
+        )
 
-    async def _receive_into_protocol(self) -> None:
+    def _must_write_myself(self) -> bool:
+        """Get what the protocol produced out without ever blocking the reader on a busy
+        writer: a reader that blocked on a full socket would stop reading, and a peer that
+        applies backpressure (the engine stops reading a connection it cannot write to) would
+        wait for it forever. Only without a writer task must the reader write itself."""
+        return not self.writer.write_soon() and self.writer.usable
+
+    async def _flush_quietly(self) -> None:
+        with contextlib.suppress(TransportClosed, trio.ClosedResourceError):
+            await self.writer.flush()  # a failure shows at the next read
+        await trio.lowlevel.checkpoint()  # (rare: only readers without a writer task get here)
+
+    async def _receive(self) -> None:
+        """Read once from the stream into the parser."""
+        if self._closing:
+            raise trio.ClosedResourceError("this websocket was closed")
         try:
             data = await self._stream.receive_some(_RECEIVE_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            self._closed = True
-            raise TransportClosed(f"connection lost while receiving: {exc!r}") from None
+        except trio.ClosedResourceError:
+            raise
+        except (trio.BrokenResourceError, OSError) as exc:
+            self._read_error = exc
+            self._fast.receive_eof()
+            raise TransportClosed(f"connection lost while receiving: {exc!r}") from exc
         self.last_received = trio.current_time()
         if data:
-            self._fast.receive_data(data, self._collect)
+            self._fast.receive_data(data)
         else:
+            self._eof_received = True
             self._fast.receive_eof()
-            self._closed = self._closed or not self._protocol.events
+
+    def _collect(self, event: object, messages: list[tuple[bool, Payload]]) -> None:
+        """Take one event the protocol parsed: a frame, or the opening handshake's message."""
+        if not isinstance(event, Frame):
+            if isinstance(event, Request | Response):
+                self.handshake_event = event
+            return
+        opcode = event.opcode
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
+            if event.fin:
+                if opcode is Opcode.TEXT and not _is_utf8(event.data):
+                    self.fail_invalid_text()
+                    return
+                messages.append((opcode is Opcode.TEXT, event.data))
+                return
+            self._fragment_opcode = opcode
+            self._fragments = []
+            self._fragment_text.reset()
+        elif opcode is not Opcode.CONT or self._fragment_opcode is None:
+            return  # control frames: the protocol has answered them
+        if self._fragment_opcode is Opcode.TEXT:
+            try:
+                self._fragment_text.decode(event.data, event.fin)
+            except UnicodeDecodeError:
+                self.fail_invalid_text()
+                return
+        self._fragments.append(event.data)
+        if event.fin:
+            messages.append((self._fragment_opcode is Opcode.TEXT, b"".join(self._fragments)))
+            self._fragments = []
+            self._fragment_opcode = None
+
+    def fail_invalid_text(self) -> None:
+        self._fragments = []
+        self._fragment_opcode = None
+        fail_invalid_text(self._protocol)
 
     def _closed_error(self) -> TransportClosed:
-        received = self._protocol.close_rcvd
+        protocol = self._protocol
+        received = protocol.close_rcvd
         if received is not None:
+            reason = f": {received.reason}" if received.reason else ""
             return TransportClosed(
-                f"websocket closed by peer ({received.code})",
+                f"websocket closed by the peer ({received.code}{reason})",
                 code=received.code,
                 reason=received.reason,
             )
-        if self._protocol.parser_exc is not None:
-            return TransportClosed(f"websocket protocol error: {self._protocol.parser_exc}")
+        sent = protocol.close_sent
+        if protocol.parser_exc is not None and not isinstance(protocol.parser_exc, EOFError):
+            return TransportClosed(
+                f"websocket protocol error: {protocol.parser_exc}",
+                code=sent.code if sent is not None else None,
+                reason=sent.reason if sent is not None else "",
+            )
+        if self._read_error is not None:
+            return TransportClosed(f"connection lost: {self._read_error!r}")
+        if sent is not None:
+            return TransportClosed(f"websocket closed ({sent.code})", code=sent.code)
         return TransportClosed("connection closed without a close frame")
-
-    async def _flush_quietly(self) -> None:
-        await self.send_buffered()
 
     # -- closing -------------------------------------------------------------------------------
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        """Close politely (close frame, brief wait for the reply), then drop the TCP stream.
+        """Finish the closing handshake, then close the stream.
 
-        Idempotent; always releases the socket, even when cancelled.
+        Sends a close frame with ``code`` unless one was sent already, writes what is left,
+        shuts the write side when the protocol says so and waits for the peer to close TCP,
+        for at most :attr:`close_timeout` seconds. Idempotent; always releases the stream.
+
+        Shielded from cancellation as a whole (and bounded in time), so that cleanup code
+        awaiting it in ``finally`` never swaps the exception in flight for ``Cancelled``: a
+        cancellation takes effect at the caller's next checkpoint.
         """
-        try:
-            if self._protocol.state is State.OPEN and not self._closed:
-                with trio.move_on_after(_CLOSE_TIMEOUT, shield=True) as scope:
-                    self._protocol.send_close(code, reason)
-                    await self.flush()
-                    while not self._is_closed():
-                        await self._receive_into_protocol()
-                        self._protocol.events_received()
+        with trio.CancelScope(shield=True):
+            if self._closing:
+                await trio.lowlevel.checkpoint()
+                return
+            try:
+                with trio.move_on_after(self.close_timeout) as scope:
+                    await self._finish_closing(code, reason)
                 if scope.cancelled_caught:
-                    logger.debug("peer did not answer the close frame in time")
-        except TransportClosed:
-            pass
-        finally:
-            self._closed = True
-            await trio.aclose_forcefully(self._stream)
+                    logger.debug("the peer did not finish the closing handshake in time")
+            finally:
+                self._closing = True
+                self.writer.close()
+                await trio.aclose_forcefully(self._stream)
 
-    def _is_closed(self) -> bool:
-        return self._protocol.state is State.CLOSED
+    async def _finish_closing(self, code: int, reason: str) -> None:
+        protocol = self._protocol
+        await trio.lowlevel.checkpoint()
+        if not self.writer.usable:
+            return
+        if protocol.state is State.OPEN:
+            protocol.send_close(code, reason)
+        try:
+            await self.writer.flush()
+            while protocol.close_expected() and not self._eof_received and self._read_error is None:
+                await self._receive()
+                self._fast.parsed = []  # data after our close frame is of no interest
+                if protocol.writes:
+                    await self.writer.flush()
+        except (TransportClosed, trio.ClosedResourceError):
+            pass
 
     async def abort(self) -> None:
-        """Drop the TCP stream without a closing handshake (what the engine does at shutdown)."""
-        self._closed = True
-        await trio.aclose_forcefully(self._stream)
+        """Drop the stream without a closing handshake (what the engine does at shutdown).
+
+        Idempotent; never blocks; shielded, as :meth:`aclose` is.
+        """
+        self._closing = True
+        self.writer.close()
+        with trio.CancelScope(shield=True):
+            await trio.aclose_forcefully(self._stream)
+
+
+def fail_invalid_text(protocol: ClientProtocol | ServerProtocol) -> None:
+    """Fail the connection for a text message that is not UTF-8 (RFC 6455 section 8.1)."""
+    if protocol.state is State.OPEN:
+        protocol.fail(_INVALID_UTF8, "invalid UTF-8 in a text message")
+
+
+def _is_utf8(data: Payload) -> bool:
+    if isinstance(data, memoryview):  # websockets' type allows it; its parser gives bytes
+        data = data.tobytes()
+    if data.isascii():
+        return True
+    try:
+        codecs.utf_8_decode(data, "strict", True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _FastFrames:
@@ -404,20 +737,27 @@ class _FastFrames:
     Then, if the bytes that came after the handshake ended on a frame boundary (nearly always:
     usually there are none), :meth:`receive_data` splits what arrives into frames. An
     unfragmented text or binary frame without reserved bits, masked as the protocol requires
-    and within its size limit, is unmasked here and queued in :attr:`parsed`; any other frame
-    is fed to the protocol whole (or, if it has not fully arrived, as far as it goes, the rest
-    following as it comes), so the protocol always resumes at a frame boundary, and what it
-    makes of the frame goes to :attr:`parsed` in order. Once the protocol is no longer open
-    everything goes to it again. With websockets' debug logging on, the fast path stays off,
-    so that every frame is still logged.
+    and within its size limit, is unmasked here and queued in :attr:`parsed` (a text frame only
+    if it is UTF-8: otherwise the connection fails with 1007, as websockets' protocol would
+    leave to us); any other frame is fed to the protocol whole (or, if it has not fully arrived,
+    as far as it goes, the rest following as it comes), so the protocol always resumes at a
+    frame boundary, and what it makes of the frame goes to :attr:`parsed` in order through
+    ``collect``. Once the protocol is no longer open everything goes to it again.
     """
 
-    def __init__(self, protocol: ClientProtocol | ServerProtocol) -> None:
+    def __init__(
+        self,
+        protocol: ClientProtocol | ServerProtocol,
+        collect: Callable[[object, list[tuple[bool, Payload]]], None],
+        *,
+        enabled: bool,
+    ) -> None:
         self._protocol = protocol
+        self._collect = collect
         self._mask = _MASK_BIT if protocol.side is SERVER else 0
-        self._enabled = not protocol.debug
+        self._enabled = enabled
         #: Bytes received while the handshake ran, until the fast path is decided on.
-        self._handshake: bytearray | None = bytearray() if self._enabled else None
+        self._handshake: bytearray | None = bytearray() if enabled else None
         self._reading = False
         #: The start of a frame that has not fully arrived (grown in place as more comes).
         self._held = bytearray()
@@ -432,27 +772,22 @@ class _FastFrames:
 
     # -- receiving -----------------------------------------------------------------------------
 
-    def receive_data(
-        self,
-        data: bytes | bytearray,
-        collect: Callable[[Frame, list[tuple[bool, Payload]]], None],
-    ) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Take bytes received from the network."""
         if not self._reading and (self._handshake is None or not self._start_reading()):
-            self._protocol.receive_data(data)
+            self._to_protocol(data)
             if self._handshake is not None:
                 self._keep_handshake(data)
             return
-        protocol = self._protocol
         if self._owed:
             taken = min(self._owed, len(data))
             self._owed -= taken
-            self._to_protocol(data[:taken] if taken < len(data) else data, collect)
+            self._to_protocol(data[:taken] if taken < len(data) else data)
             data = data[taken:]
             if not data:
                 return
             if not self._reading:
-                self._to_protocol(data, collect)
+                self._to_protocol(data)
                 return
         held = self._held
         if held:
@@ -462,6 +797,7 @@ class _FastFrames:
             buffer = data
         end = len(buffer)
         limit = self._size_limit()
+        protocol = self._protocol
         parsed = self.parsed
         position = 0
         while end - position >= 2:
@@ -493,19 +829,27 @@ class _FastFrames:
                     payload = buffer[start:stop]
                     if self._mask:
                         payload = apply_mask(payload, buffer[start - 4 : start])
+                    if head == _TEXT_HEAD and not _is_utf8(payload):
+                        self._fail_invalid_text()
+                        return
                     parsed.append((head == _TEXT_HEAD, payload))
                     position = stop
                     continue
                 if length <= _HOLD_LIMIT:
                     break  # the rest is on its way
             # Not a frame for the fast path, or a large one not all here: the protocol's.
+            if head & 0x0F == _CLOSE_OPCODE and protocol.current_size is not None:
+                # RFC 6455 5.4 lets control frames, a close frame too, come between the
+                # fragments of a message; websockets refuses a close there (1002). The
+                # unfinished message is abandoned either way: let the close be a close.
+                protocol.current_size = None
             taken = min(stop, end)
             self._owed = stop - taken
-            self._to_protocol(buffer[position:taken], collect)
+            self._to_protocol(buffer[position:taken])
             position = taken
             if not self._reading:
                 if position < end:
-                    self._to_protocol(buffer[position:], collect)
+                    self._to_protocol(buffer[position:])
                 position = end
                 break
         if buffer is held:
@@ -517,10 +861,18 @@ class _FastFrames:
         """The peer closed its side: the protocol decides what that means."""
         if self._held:
             # An unfinished frame: let the protocol see it, so that it reports the same error.
-            self._protocol.receive_data(bytes(self._held))
+            self._to_protocol(bytes(self._held))
             self._held.clear()
         self._reading = False
         self._protocol.receive_eof()
+        self._collect_events()
+
+    def _fail_invalid_text(self) -> None:
+        # Only whole, unfragmented frames take the fast path: no fragments to forget here.
+        self._held.clear()
+        self._owed = 0
+        self._reading = False
+        fail_invalid_text(self._protocol)
 
     def _start_reading(self) -> bool:
         protocol = self._protocol
@@ -549,18 +901,17 @@ class _FastFrames:
         else:
             handshake += data
 
-    def _to_protocol(
-        self,
-        data: bytes | bytearray,
-        collect: Callable[[Frame, list[tuple[bool, Payload]]], None],
-    ) -> None:
+    def _to_protocol(self, data: bytes | bytearray) -> None:
         protocol = self._protocol
         protocol.receive_data(data)
-        for event in protocol.events_received():
-            if isinstance(event, Frame):
-                collect(event, self.parsed)
+        self._collect_events()
         if not _parsing_frames(protocol):
             self._reading = False
+
+    def _collect_events(self) -> None:
+        collect = self._collect
+        for event in self._protocol.events_received():
+            collect(event, self.parsed)
 
     def _size_limit(self) -> int:
         limits = [
@@ -641,57 +992,134 @@ def _bytes_to_frame_end(data: bytearray, position: int) -> int:
     return position - end
 
 
+_default_ssl_context: ssl.SSLContext | None = None
+
+
+def _system_ssl_context() -> ssl.SSLContext:
+    # Loading the system's certificates takes milliseconds: once per process is enough.
+    global _default_ssl_context
+    if _default_ssl_context is None:
+        _default_ssl_context = ssl.create_default_context()
+    return _default_ssl_context
+
+
+async def _open_tcp_stream(host: str, port: int) -> trio.abc.Stream:
+    return await trio.open_tcp_stream(host, port)
+
+
 async def connect_websocket(
     url: str,
     *,
     headers: Iterable[tuple[str, str]] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    open_stream: StreamOpener | None = None,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    close_timeout: float = CLOSE_TIMEOUT,
     max_message_size: int = MAX_MESSAGE_SIZE,
 ) -> WebSocket:
-    """Open a TCP (or TLS for ``wss://``) connection and perform the client handshake.
+    """Open a TCP connection (TLS for ``wss://``) and perform the client handshake.
 
-    No subprotocol is requested, as the engine requires.
+    No subprotocol is requested, as the engine requires. Frames the server sends right behind
+    its ``101`` answer (even a close frame) are kept for :meth:`WebSocket.receive_messages`.
+
+    Args:
+        url: a ``ws://`` or ``wss://`` URL.
+        headers: extra handshake headers.
+        ssl_context: for ``wss://``; default: the system's trusted certificates, verified.
+        open_stream: opens the byte stream instead of a TCP connection (tests run over
+            in-memory streams with it).
+        handshake_timeout: seconds for the TCP connection, the TLS handshake and the upgrade.
+        close_timeout: the :class:`WebSocket`'s bound on its closing handshake.
+        max_message_size: larger incoming messages fail the connection (1009).
 
     Raises:
-        HandshakeFailed: the host is unreachable or the server refused the upgrade.
+        HandshakeFailed: the host is unreachable, the TLS handshake failed (``permanent`` when
+            the certificate was rejected), the server refused the upgrade or did not answer in
+            time.
         ValueError: ``url`` is not a ws:// or wss:// URL.
     """
     try:
         uri = parse_uri(url)
     except InvalidURI as exc:
-        raise ValueError(f"not a websocket URL: {url!r} ({exc})") from None
-    try:
-        stream: trio.abc.Stream = await trio.open_tcp_stream(uri.host, uri.port)
-    except OSError as exc:
-        raise HandshakeFailed(f"cannot connect to {uri.host}:{uri.port}: {exc}") from None
-    if uri.secure:
-        stream = trio.SSLStream(stream, ssl.create_default_context(), server_hostname=uri.host)
-    protocol = ClientProtocol(
-        uri, max_size=(max_message_size, MAX_FRAME_SIZE), logger=_protocol_logger
-    )
-    websocket = WebSocket(stream, protocol)
-    opened = False
-    try:
-        request = protocol.connect()
-        for name, value in headers:
-            request.headers[name] = value
-        protocol.send_request(request)
-        await websocket.flush()
-        while protocol.state is State.CONNECTING:
-            await websocket._receive_into_protocol()
-        if protocol.handshake_exc is not None:
-            raise HandshakeFailed(
-                f"websocket handshake with {url} failed: {protocol.handshake_exc}",
-                status=_status_of(protocol.handshake_exc),
+        raise ValueError(f"not a websocket URL: {redact_url(url)} ({exc})") from None
+    where = f"{uri.host}:{uri.port}"
+    with trio.move_on_after(handshake_timeout):
+        try:
+            stream = await (open_stream or _open_tcp_stream)(uri.host, uri.port)
+        except OSError as exc:
+            raise HandshakeFailed(f"cannot connect to {where}: {exc}") from exc
+        try:
+            if uri.secure:
+                stream = await _start_tls(stream, ssl_context, uri.host, where)
+            protocol = ClientProtocol(
+                uri, max_size=(max_message_size, MAX_FRAME_SIZE), logger=_protocol_logger
             )
-        if protocol.state is not State.OPEN:
-            raise HandshakeFailed(f"{url} closed the connection during the handshake")
-        opened = True
-    except TransportClosed as exc:
-        raise HandshakeFailed(f"{url} closed the connection during the handshake: {exc}") from None
-    finally:
-        if not opened:
+            websocket = WebSocket(stream, protocol, close_timeout=close_timeout)
+            await _client_handshake(websocket, protocol, headers, redact_url(url))
+        except BaseException:
             await trio.aclose_forcefully(stream)
-    return websocket
+            raise
+        return websocket
+    raise HandshakeFailed(
+        f"no answer to the websocket upgrade from {where} in {handshake_timeout:g} s"
+    )
+
+
+async def _start_tls(
+    stream: trio.abc.Stream, context: ssl.SSLContext | None, host: str, where: str
+) -> trio.SSLStream[trio.abc.Stream]:
+    secure = trio.SSLStream(stream, context or _system_ssl_context(), server_hostname=host)
+    try:
+        await secure.do_handshake()
+    except trio.BrokenResourceError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            raise HandshakeFailed(
+                f"the TLS certificate of {where} was rejected: {cause.verify_message}"
+                " (pass ssl= a context that trusts it)",
+                permanent=True,
+            ) from cause
+        raise HandshakeFailed(f"TLS handshake with {where} failed: {cause or exc}") from exc
+    return secure
+
+
+async def _client_handshake(
+    websocket: WebSocket,
+    protocol: ClientProtocol,
+    headers: Iterable[tuple[str, str]],
+    shown_url: str,
+) -> None:
+    request = protocol.connect()
+    for name, value in headers:
+        request.headers[name] = value
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("upgrade request to %s: %s", shown_url, _loggable_headers(request.headers))
+    protocol.send_request(request)
+    try:
+        await websocket.writer.flush()
+        while protocol.state is State.CONNECTING and protocol.handshake_exc is None:
+            await websocket._receive()
+    except TransportClosed as exc:
+        raise HandshakeFailed(
+            f"{shown_url} closed the connection during the handshake: {exc}"
+        ) from exc
+    failure = protocol.handshake_exc
+    if failure is not None:
+        status = _status_of(failure)
+        if status is None and websocket._eof_received:
+            raise HandshakeFailed(
+                f"{shown_url} closed the connection during the handshake"
+            ) from failure
+        raise HandshakeFailed(
+            f"websocket handshake with {shown_url} failed: {failure}", status=status
+        ) from failure
+
+
+def _loggable_headers(headers: Headers) -> str:
+    return ", ".join(
+        f"{name}: {value if name.lower() in _LOGGABLE_HEADERS else '<redacted>'}"
+        for name, value in headers.raw_items()
+    )
 
 
 def _status_of(exc: Exception) -> int | None:
@@ -703,83 +1131,127 @@ def _status_of(exc: Exception) -> int | None:
 #: What a route decides for an upgrade request: ``None`` to accept, or ``(status, body)``.
 Rejection = tuple[int, str] | None
 WebSocketHandler = Callable[[WebSocket, UpgradeRequest], Awaitable[None]]
+Router = Callable[[UpgradeRequest], Rejection]
 
 
 async def serve_websockets(
     handler: WebSocketHandler,
-    route: Callable[[UpgradeRequest], Rejection],
+    route: Router,
     *,
     host: str,
     port: int,
-    handshake_timeout: float = 10.0,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Accept WebSocket upgrades on ``host:port`` and run ``handler`` for each accepted one.
 
     ``route`` sees each upgrade request first and may refuse it with an HTTP status and body.
     Requests must finish their headers within ``handshake_timeout`` seconds. Starts with
-    ``nursery.start``, which returns the listeners (so port 0 tells its real port).
+    ``nursery.start``, which returns the listeners (so port 0 tells its real port). No client
+    can stop the server: see :func:`serve_websocket_stream`.
     """
 
-    async def handle_stream(stream: trio.SocketStream) -> None:
-        websocket = None
-        try:
-            with trio.move_on_after(handshake_timeout):
-                websocket, request = await _accept(stream, route)
-            if websocket is None:
-                return
-            await handler(websocket, request)
-        except TransportClosed:
-            pass
-        finally:
-            if websocket is not None:
-                await websocket.aclose()
-            else:
-                await trio.aclose_forcefully(stream)
+    async def serve_connection(stream: trio.SocketStream) -> None:
+        await serve_websocket_stream(
+            stream, handler, route, handshake_timeout=handshake_timeout, peer_host=_peer_of(stream)
+        )
 
     listeners = await trio.open_tcp_listeners(port, host=host)
     task_status.started(listeners)
-    await trio.serve_listeners(handle_stream, listeners)
+    await trio.serve_listeners(serve_connection, listeners)
     raise AssertionError("serve_listeners returned")  # pragma: no cover
 
 
+async def serve_websocket_stream(
+    stream: trio.abc.Stream,
+    handler: WebSocketHandler,
+    route: Router,
+    *,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    peer_host: str | None = None,
+) -> None:
+    """Serve one connection on any byte stream: the opening handshake, then ``handler``.
+
+    Whatever the client sends (nothing, garbage, half a request, a refused upgrade, frames it
+    then abandons) ends this connection alone: failures of the connection are logged at DEBUG
+    and never raised. The stream is always closed on return, after the closing handshake when
+    there was a WebSocket.
+    """
+    websocket: WebSocket | None = None
+    try:
+        accepted = None
+        with trio.move_on_after(handshake_timeout):
+            accepted = await _accept(stream, route, peer_host)
+        if accepted is not None:
+            websocket, request = accepted
+            await handler(websocket, request)
+    except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+        logger.debug("connection from %s ended: %r", peer_host, exc)
+    finally:
+        if websocket is not None:
+            await websocket.aclose()
+        else:
+            await trio.aclose_forcefully(stream)
+
+
+def _peer_of(stream: trio.SocketStream) -> str | None:
+    try:
+        peer = stream.socket.getpeername()[0]
+    except OSError:  # the peer left in between
+        return None
+    return peer if isinstance(peer, str) else None
+
+
 async def _accept(
-    stream: trio.SocketStream, route: Callable[[UpgradeRequest], Rejection]
-) -> tuple[WebSocket | None, UpgradeRequest]:
+    stream: trio.abc.Stream, route: Router, peer_host: str | None
+) -> tuple[WebSocket, UpgradeRequest] | None:
+    """The server's opening handshake; None when it did not end in an open WebSocket (after
+    answering the client as the engine would, if it sent anything)."""
     protocol = ServerProtocol(max_size=(MAX_MESSAGE_SIZE, MAX_FRAME_SIZE), logger=_protocol_logger)
     websocket = WebSocket(stream, protocol)
     request: Request | None = None
     while request is None:
-        await websocket._receive_into_protocol()
-        for event in protocol.events_received():
-            if isinstance(event, Request):
-                request = event
-            else:  # frames a client sent right behind its request
-                websocket._early_events.append(event)
-        if request is None and (protocol.handshake_exc is not None or websocket._closed):
-            # Not an upgrade request at all: answer like the engine (400) and give up.
-            protocol.send_response(protocol.reject(400, "Bad Request\n"))
-            await websocket._flush_quietly()
-            return None, UpgradeRequest("", {}, {}, None)
+        try:
+            await websocket._receive()
+        except TransportClosed:
+            break  # the peer left before finishing its request
+        event = websocket.handshake_event
+        request = event if isinstance(event, Request) else None
+        if request is None and (protocol.handshake_exc is not None or websocket._eof_received):
+            if protocol.handshake_exc is not None and protocol.writes == [b""]:
+                # Not an HTTP request at all: websockets only asks to end the stream.
+                protocol.writes.insert(0, _BAD_REQUEST)
+            await _answer_and_close(websocket)
+            return None
+    if request is None:
+        await websocket.abort()
+        return None
     path, _, query = request.path.partition("?")
-    try:
-        peer = stream.socket.getpeername()[0]
-    except OSError:  # pragma: no cover - the peer left in between
-        peer = None
     upgrade = UpgradeRequest(
         path=path,
         query=parse_qs(query, keep_blank_values=True),
-        headers=_headers_dict(request.headers),
-        peer_host=peer if isinstance(peer, str) else None,
+        headers={name.lower(): value for name, value in request.headers.raw_items()},
+        peer_host=peer_host,
     )
     rejection = route(upgrade)
     response = protocol.accept(request) if rejection is None else protocol.reject(*rejection)
     protocol.send_response(response)
-    await websocket._flush_quietly()
-    if rejection is not None or protocol.state is not State.OPEN:
-        return None, upgrade
+    if protocol.state is not State.OPEN:
+        await _answer_and_close(websocket)
+        return None
+    await websocket.writer.flush()
     return websocket, upgrade
 
 
-def _headers_dict(headers: Headers) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.raw_items()}
+async def _answer_and_close(websocket: WebSocket) -> None:
+    """Write the refusal websockets framed (and the end of the stream), give the client a
+    moment to read it and hang up, then close: closing with unread input would reset the
+    connection and could destroy the answer before the client reads it."""
+    with contextlib.suppress(TransportClosed, trio.ClosedResourceError):
+        await websocket.writer.flush()
+        if not websocket._eof_received:
+            with trio.move_on_after(_REFUSAL_LINGER):
+                await websocket._receive()
+                while not websocket._eof_received:
+                    await websocket._receive()
+    await websocket.abort()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, TypeAlias
 
 import attrs
@@ -19,9 +20,11 @@ __all__ = [
 JSONValue: TypeAlias = Any
 
 
-def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
-        raise ValueError(f"Backoff.{attribute.name} must be >= 0, got {value!r}")
+def _seconds(_: object, attribute: attrs.Attribute[float], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"Backoff.{attribute.name} must be a number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"Backoff.{attribute.name} must be finite and >= 0, got {value!r}")
 
 
 @attrs.frozen
@@ -32,17 +35,31 @@ class Backoff:
     ``± jitter`` of itself. ``max_attempts=None`` retries forever; otherwise connecting fails
     with :class:`~iii_trio.EngineUnavailable` after that many failed attempts in a row. The count
     resets after every successful connection.
+
+    Raises:
+        TypeError: a field is not a number (``max_attempts``: not an int or None).
+        ValueError: a number is negative or not finite, ``jitter`` is above 1 (it is a
+            fraction of the delay), or ``max_attempts`` is below 1.
     """
 
-    initial: float = attrs.field(default=1.0, validator=_non_negative)
-    maximum: float = attrs.field(default=30.0, validator=_non_negative)
-    multiplier: float = attrs.field(default=2.0, validator=_non_negative)
-    jitter: float = attrs.field(default=0.3, validator=_non_negative)
+    initial: float = attrs.field(default=1.0, validator=_seconds)
+    maximum: float = attrs.field(default=30.0, validator=_seconds)
+    multiplier: float = attrs.field(default=2.0, validator=_seconds)
+    jitter: float = attrs.field(default=0.3, validator=_seconds)
     max_attempts: int | None = attrs.field(default=None)
 
+    @jitter.validator
+    def _check_jitter(self, _: attrs.Attribute[float], value: float) -> None:
+        if value > 1:
+            raise ValueError(f"Backoff.jitter is a fraction of the delay, 0 to 1; got {value!r}")
+
     @max_attempts.validator
-    def _check_max_attempts(self, _: attrs.Attribute[int | None], value: int | None) -> None:
-        if value is not None and value < 1:
+    def _check_max_attempts(self, _: attrs.Attribute[int | None], value: object) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"Backoff.max_attempts must be an int or None, got {value!r}")
+        if value < 1:
             raise ValueError(f"Backoff.max_attempts must be >= 1 or None, got {value!r}")
 
 

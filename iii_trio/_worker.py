@@ -1,35 +1,36 @@
 """``open_worker()`` and the :class:`Worker` it yields.
 
-The worker owns the registrations (replayed on every connection), the handler table and the
-connection state; :mod:`._connection` owns the sockets. Both meet here: the worker is the
-:class:`~._connection.SessionOwner` of the supervisor it starts.
+:class:`Worker` is the public face and nothing more: every member is one of spec/api.md. What the
+engine connection needs from a worker (the frames to send when a connection opens, the handler
+table, refused registrations) is :class:`_SessionOwner`'s job; :mod:`._connection` owns the
+sockets and the connection state.
 
 Task tree::
 
     open_worker nursery
-    └── supervisor (run_supervisor)       connect → handshake → serve → reconnect
-        └── session nursery               reader, writer, keepalive, one task per invocation
+    └── EngineLink.supervise       connect → handshake → serve → reconnect
+        └── session nursery               reader, writer, keepalive, handler tasks
     (the user's block runs in the open_worker task itself)
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import math
 import os
 import platform
 import random
 import socket
+import ssl as ssl_module
 import sys
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final, TypeVar, final
 
 import attrs
 import trio
 
-from ._connection import CallFailed, EngineSession, run_supervisor
+from ._connection import CallFailed, EngineLink, EngineSession
 from ._dispatch import (
     PreparedHandler,
     prepare_handler,
@@ -37,9 +38,9 @@ from ._dispatch import (
     serve_invocation,
     to_json_value,
 )
-from ._exceptions import InvocationError
+from ._exceptions import InvocationError, RegistrationRejected
 from ._groups import raise_collapsed
-from ._protocol._codec import encode_call
+from ._protocol._codec import encode, encode_call, encode_json
 from ._protocol._ids import new_invocation_id
 from ._protocol._messages import (
     EnqueueAction,
@@ -51,6 +52,7 @@ from ._protocol._messages import (
     VoidAction,
 )
 from ._protocol._registry import ConnectionIdentity, Registry
+from ._transport import StreamOpener
 from ._types import Backoff, ConnectionState, FunctionInfo, JSONValue, WorkerInfo
 from ._version import __version__
 
@@ -66,7 +68,6 @@ _REGISTER_WORKER: Final = "engine::workers::register"
 # Ids the SDKs always resolve in the engine's default namespace (spec/protocol.md section 4.2).
 _DEFAULT_NAMESPACE_PREFIXES: Final = ("engine::", "configuration::")
 _INFO_BATCH: Final = 32  # engine::functions::info accepts at most 32 ids per call
-_STATE_BACKLOG: Final = 64
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
@@ -78,33 +79,66 @@ class FunctionRef:
     id: str
     _worker: Worker = attrs.field(repr=False)
 
+    @property
+    def rejection(self) -> RegistrationRejected | None:
+        """The engine's refusal of this registration on the current connection (e.g.
+        ``FUNCTION_NAMESPACE_CONFLICT``: another worker holds the id), or None.
+
+        Registrations are fire-and-forget on the wire: await
+        :meth:`Worker.wait_registered` to be sure a refusal has had time to arrive.
+        """
+        return self._worker._owner.rejections.get(self.id)
+
     def unregister(self) -> None:
         """Stop serving this function (idempotent)."""
         self._worker._unregister_function(self.id)
 
 
-class _StateWatcher:
-    """Async iterator over one watcher's backlog of connection states."""
+class _SessionOwner:
+    """The worker as the engine connection sees it: what to send when a connection opens, who
+    serves an invocation, and what the engine refused. Internal: none of it is the public API.
+    """
 
-    def __init__(self, worker: Worker) -> None:
-        self._worker = worker
-        self._finished = False
-        self.backlog: deque[ConnectionState] = deque(
-            [worker.connection_state], maxlen=_STATE_BACKLOG
+    def __init__(self, worker: Worker, announcement: dict[str, Any]) -> None:
+        self.worker = worker
+        self.registry = Registry()
+        self.handlers: dict[str, PreparedHandler] = {}
+        #: Refused registrations of the current connection, by function id.
+        self.rejections: dict[str, RegistrationRejected] = {}
+        self._announcement = announcement
+
+    # -- SessionOwner --------------------------------------------------------------------------
+
+    def opening_messages(
+        self, previous: ConnectionIdentity | None
+    ) -> tuple[InvokeFunction, list[Message]]:
+        # A new connection: what the engine refused on the last one may be accepted now.
+        self.rejections.clear()
+        announce = InvokeFunction(
+            function_id=_REGISTER_WORKER,
+            data=self._announcement,
+            invocation_id=new_invocation_id(),
+        )
+        return announce, self.registry.replay()
+
+    async def serve_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
+        await serve_invocation(
+            self.handlers.get(message.function_id), message, self.worker, session
         )
 
-    def __aiter__(self) -> _StateWatcher:
-        return self
+    def serve_inline(self, message: InvokeFunction) -> bytes | None:
+        handler = self.handlers.get(message.function_id)
+        if handler is None or handler.call_inline is None or message.invocation_id is None:
+            return None
+        return serve_inline(handler, message, self.worker)
 
-    async def __anext__(self) -> ConnectionState:
-        if self._finished:
-            raise StopAsyncIteration
-        while not self.backlog:
-            await self._worker._state_changed.wait()
-        state = self.backlog.popleft()
-        self._finished = state is ConnectionState.CLOSED
-        await trio.lowlevel.checkpoint()
-        return state
+    def registration_refused(self, error: RegistrationRejected) -> None:
+        function_id = error.function_id
+        if function_id is not None and self.registry.has_function(function_id):
+            self.rejections[function_id] = error
+
+    def handle_message(self, session: EngineSession, message: Message) -> None:
+        logger.debug("ignoring %s: not supported by this worker", type(message).__name__)
 
 
 @final
@@ -114,59 +148,46 @@ class Worker:
     Created only by :func:`open_worker`, which owns its lifetime.
     """
 
+    __slots__ = ("_invocation_timeout", "_link", "_namespace", "_owner")
+
     def __init__(
         self,
         *,
-        url: str,
-        name: str,
+        announcement: dict[str, Any],
         namespace: str | None,
-        description: str | None,
-        headers: list[tuple[str, str]],
-        backoff: Backoff,
         invocation_timeout: float | None,
+        url: str,
+        headers: list[tuple[str, str]],
+        ssl_context: ssl_module.SSLContext | None,
+        backoff: Backoff,
+        open_stream: StreamOpener | None,
     ) -> None:
-        self._url = url
-        self._name = name
+        self._owner = _SessionOwner(self, announcement)
+        self._link = EngineLink(
+            self._owner,
+            url=url,
+            headers=headers,
+            ssl_context=ssl_context,
+            backoff=backoff,
+            rng=random.Random(),
+            open_stream=open_stream,
+        )
         self._namespace = namespace
-        self._description = description
-        self._headers = headers
-        self._backoff = backoff
         self._invocation_timeout = invocation_timeout
-        self._registry = Registry()
-        self._handlers: dict[str, PreparedHandler] = {}
-        self._session: EngineSession | None = None
-        self._state = ConnectionState.CONNECTING
-        self._state_changed = trio.Event()
-        self._watchers: list[deque[ConnectionState]] = []  # one backlog per watcher
 
     # -- identity and state ------------------------------------------------------------------
 
     @property
-    def url(self) -> str:
-        """The engine URL this worker connects to."""
-        return self._url
-
-    @property
-    def name(self) -> str:
-        """The worker name announced to the engine."""
-        return self._name
-
-    @property
-    def namespace(self) -> str | None:
-        """The namespace this worker registers into (None: the engine's default)."""
-        return self._namespace
-
-    @property
     def worker_id(self) -> str | None:
         """The engine-assigned id of the current connection (None while disconnected)."""
-        session = self._session
-        if session is None or session.identity is None:
+        if self._link.state is not ConnectionState.CONNECTED:
             return None
-        return session.identity.worker_id
+        identity = self._link.identity
+        return identity.worker_id if identity is not None else None
 
     @property
     def connection_state(self) -> ConnectionState:
-        return self._state
+        return self._link.state
 
     async def wait_connected(self) -> None:
         """Return once the worker is connected and registered.
@@ -174,92 +195,40 @@ class Worker:
         Raises:
             trio.ClosedResourceError: the worker's block has exited, or it failed for good.
         """
-        while self._state is not ConnectionState.CONNECTED:
-            if self._state in (ConnectionState.CLOSED, ConnectionState.FAILED):
-                raise trio.ClosedResourceError(f"the worker is {self._state.value}")
-            await self._state_changed.wait()
-        await trio.lowlevel.checkpoint()
+        await self._link.wait_connected()
 
-    @asynccontextmanager
-    async def watch_connection_state(self) -> AsyncIterator[AsyncIterator[ConnectionState]]:
-        """Yield an async iterator of connection states: the current one, then each change.
+    def watch_connection_state(
+        self,
+    ) -> AbstractAsyncContextManager[AsyncIterator[ConnectionState]]:
+        """An async context manager yielding an async iterator of connection states: the
+        current one, then each change, until the worker closes. A watcher that falls more than
+        64 changes behind skips the oldest.
 
-        The iterator ends when the worker closes. A watcher that falls more than 64 changes
-        behind skips the oldest.
+        ::
+
+            async with worker.watch_connection_state() as states:
+                async for state in states:
+                    ...
         """
-        watcher = _StateWatcher(self)
-        self._watchers.append(watcher.backlog)
-        try:
-            yield watcher
-        finally:
-            self._watchers.remove(watcher.backlog)
-
-    def _set_state(self, state: ConnectionState) -> None:
-        if state is self._state:
-            return
-        self._state = state
-        for backlog in self._watchers:
-            backlog.append(state)
-        changed, self._state_changed = self._state_changed, trio.Event()
-        changed.set()
+        return self._link.watch_states()
 
     def _check_open(self) -> None:
-        if self._state is ConnectionState.CLOSED:
+        if self._link.state is ConnectionState.CLOSED:
             raise trio.ClosedResourceError("this worker's open_worker() block has exited")
 
-    # -- SessionOwner ------------------------------------------------------------------------
+    def _send_if_connected(self, message: Message) -> None:
+        # While disconnected the registry holds it; the next connection replays it.
+        session = self._link.session
+        if session is not None and session.ended_because is None:
+            session.send(message)
 
-    def opening_messages(
-        self, previous: ConnectionIdentity | None
-    ) -> tuple[InvokeFunction, list[Message]]:
-        announce = InvokeFunction(
-            function_id=_REGISTER_WORKER,
-            data=self._announcement(),
-            invocation_id=new_invocation_id(),
-        )
-        return announce, self._registry.replay()
-
-    def session_changed(self, session: EngineSession | None, state: ConnectionState) -> None:
-        self._session = session
-        self._set_state(state)
-
-    def session_ended(self, session: EngineSession) -> None:
-        if session is self._session and self._state is ConnectionState.CONNECTED:
-            self._session = None
-            self._set_state(ConnectionState.RECONNECTING)
-
-    async def serve_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
-        handler = self._handlers.get(message.function_id)
-        await serve_invocation(handler, message, self, session)
-
-    def serve_inline(self, message: InvokeFunction) -> bytes | None:
-        handler = self._handlers.get(message.function_id)
-        if handler is None or handler.call_inline is None or message.invocation_id is None:
-            return None
-        return serve_inline(handler, message, self)
-
-    def handle_message(self, session: EngineSession, message: Message) -> None:
-        logger.debug("ignoring %s: not supported by this worker", type(message).__name__)
-
-    def _announcement(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "runtime": "python",
-            "version": __version__,
-            "name": self._name,
-            "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
-            "pid": os.getpid(),
-            "isolation": os.environ.get("III_ISOLATION") or None,
-            "telemetry": {
-                "language": (os.environ.get("LANG") or "").split(".")[0] or None,
-                "project_name": os.path.basename(os.getcwd()) or None,
-                "framework": "iii-trio",
-            },
-        }
-        if self._namespace is not None:
-            data["namespace"] = self._namespace
-        if self._description is not None:
-            data["description"] = self._description
-        return data
+    def _unregister_function(self, function_id: str) -> None:
+        owner = self._owner
+        message = owner.registry.remove_function(function_id)
+        owner.handlers.pop(function_id, None)
+        owner.rejections.pop(function_id, None)
+        if message is not None and self._link.state is not ConnectionState.CLOSED:
+            self._send_if_connected(message)
 
     # -- functions ---------------------------------------------------------------------------
 
@@ -280,14 +249,18 @@ class Worker:
         ``request_format`` / ``response_format`` are not given they are derived from the
         payload and return annotations.
 
+        The engine may refuse the id (another worker holds it): see
+        :attr:`FunctionRef.rejection` and :meth:`wait_registered`.
+
         Raises:
-            ValueError: the id is empty or already registered on this worker.
-            TypeError: ``handler`` cannot be called with a payload.
+            TypeError: an argument has the wrong type, ``handler`` cannot be called with a
+                payload, or a schema or ``metadata`` is not JSON.
+            ValueError: the id is blank or already registered on this worker.
             trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
-        if not isinstance(function_id, str):
-            raise TypeError(f"function_id must be a string, got {type(function_id).__name__}")
+        _check_id("function_id", function_id)
+        _check_optional_string("description", description)
         prepared = prepare_handler(function_id, handler)
         message = RegisterFunction(
             id=function_id,
@@ -296,8 +269,10 @@ class Worker:
             response_format=_first_given(response_format, prepared.response_format),
             metadata=metadata,
         )
-        self._registry.add_function(message)
-        self._handlers[function_id] = prepared
+        _check_encodable(message, "a schema or metadata of function " + repr(function_id))
+        owner = self._owner
+        owner.registry.add_function(message)
+        owner.handlers[function_id] = prepared
         self._send_if_connected(message)
         return FunctionRef(function_id, self)
 
@@ -325,12 +300,6 @@ class Worker:
 
         return decorate
 
-    def _unregister_function(self, function_id: str) -> None:
-        message = self._registry.remove_function(function_id)
-        self._handlers.pop(function_id, None)
-        if message is not None and self._state is not ConnectionState.CLOSED:
-            self._send_if_connected(message)
-
     def register_service(
         self,
         service_id: str,
@@ -338,12 +307,21 @@ class Worker:
         description: str | None = None,
         parent_service_id: str | None = None,
     ) -> None:
-        """Declare a service (a display group for functions), replayed on every connection."""
+        """Declare a service (a display group for functions), replayed on every connection.
+
+        Raises:
+            TypeError: an argument has the wrong type.
+            ValueError: the id is blank or already registered on this worker.
+            trio.ClosedResourceError: the worker's block has exited.
+        """
         self._check_open()
+        _check_id("service_id", service_id)
+        _check_optional_string("description", description)
+        _check_optional_string("parent_service_id", parent_service_id)
         message = RegisterService(
             id=service_id, description=description, parent_service_id=parent_service_id
         )
-        self._registry.add_service(message)
+        self._owner.registry.add_service(message)
         self._send_if_connected(message)
 
     async def wait_registered(self) -> None:
@@ -353,19 +331,18 @@ class Worker:
         that a function you just registered is there to be called.
 
         Raises:
+            RegistrationRejected: the engine refused one of them (the first refusal; each
+                refused function's :attr:`FunctionRef.rejection` tells which).
             ConnectionLost: the connection dropped meanwhile (the registrations will be replayed
                 on the next connection; call again).
+            trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
-        if self._state is not ConnectionState.CONNECTED:
-            await self.wait_connected()
-        await self._current_session().round_trip()
-
-    def _send_if_connected(self, message: Message) -> None:
-        # While disconnected the registry holds it; the next connection replays it.
-        session = self._session
-        if session is not None and session.closed_because is None:
-            session.send_nowait(message)
+        session = await self._link.wait_connected()
+        await session.round_trip()
+        rejections = self._owner.rejections
+        if rejections:
+            raise next(iter(rejections.values()))
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -387,18 +364,22 @@ class Worker:
         Raises:
             InvocationError: the function failed (``FunctionNotFound`` when it does not exist).
             ConnectionLost: the connection dropped while waiting for the result.
+            TypeError: ``function_id`` is not a string, or ``payload`` or ``metadata`` is not
+                JSON (NaN and infinities included).
+            ValueError: ``function_id`` or ``namespace`` is blank.
             trio.TooSlowError: the worker's ``invocation_timeout`` expired.
             trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
         invocation_id, frame = self._call_frame(function_id, payload, metadata, namespace)
-        if self._state is ConnectionState.CONNECTED and self._invocation_timeout is None:
+        session = self._link.session
+        if session is not None and self._invocation_timeout is None:
             # The common case, written out: the task waits for its result itself, which saves
             # a coroutine per call. It takes _call's way only when too much output is unsent.
-            session = self._current_session()
             try:
-                abort = session.try_start_call(invocation_id, frame)
+                abort = session.start_call(invocation_id, frame)
                 if abort is not None:
+                    del frame  # written or queued: a waiting call keeps no copy of its payload
                     result: JSONValue = await trio.lowlevel.wait_task_rescheduled(abort)
                     return result
             except CallFailed as exc:
@@ -419,19 +400,15 @@ class Worker:
         """Invoke ``function_id`` without waiting for (or ever seeing) its outcome.
 
         Returns once the frame is handed to the connection (after waiting for one if needed).
+
+        Raises:
+            TypeError, ValueError: as :meth:`trigger`.
+            trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
-        frame = encode_call(
-            function_id,
-            to_json_value(payload),
-            None,  # no id: the engine sends no result back
-            metadata=metadata,
-            namespace=self._call_namespace(function_id, namespace),
-            action=VoidAction(),
-        )
-        if self._state is not ConnectionState.CONNECTED:
-            await self.wait_connected()
-        self._current_session().send_frame_nowait(frame)
+        frame = self._encode_call(function_id, payload, metadata, namespace, None, VoidAction())
+        session = self._link.session or await self._link.wait_connected()
+        session.send_frame(frame)
         await trio.lowlevel.checkpoint()
 
     async def enqueue(
@@ -448,8 +425,10 @@ class Worker:
 
         Raises:
             InvocationError: the engine refused it (``enqueue_error``, e.g. no queue provider).
+            TypeError, ValueError: as :meth:`trigger`; ``queue`` must be a non-blank string.
         """
         self._check_open()
+        _check_id("queue", queue)
         invocation_id, frame = self._call_frame(
             function_id, payload, metadata, namespace, EnqueueAction(queue=queue)
         )
@@ -473,28 +452,38 @@ class Worker:
     ) -> tuple[str, bytes]:
         """A fresh invocation id and the frame of a call that waits for its answer."""
         invocation_id = new_invocation_id()
-        frame = encode_call(
-            function_id,
-            to_json_value(payload),
-            invocation_id,
-            metadata=metadata,
-            namespace=self._call_namespace(function_id, namespace),
-            action=action,
-        )
+        frame = self._encode_call(function_id, payload, metadata, namespace, invocation_id, action)
         return invocation_id, frame
 
-    async def _call(self, function_id: str, invocation_id: str, frame: bytes) -> JSONValue:
-        if self._state is not ConnectionState.CONNECTED:
-            await self.wait_connected()
+    def _encode_call(
+        self,
+        function_id: str,
+        payload: JSONValue,
+        metadata: JSONValue,
+        namespace: str | None,
+        invocation_id: str | None,
+        action: EnqueueAction | VoidAction | None,
+    ) -> bytes:
+        if type(function_id) is not str or not function_id.strip():
+            _check_function_id_argument(function_id)
         try:
-            return await self._current_session().call_frame(invocation_id, frame)
+            return encode_call(
+                function_id,
+                to_json_value(payload),
+                invocation_id,
+                metadata=metadata,
+                namespace=self._call_namespace(function_id, namespace),
+                action=action,
+            )
+        except TypeError as exc:
+            raise _not_json(payload, metadata, exc) from exc
+
+    async def _call(self, function_id: str, invocation_id: str, frame: bytes) -> JSONValue:
+        session = self._link.session or await self._link.wait_connected()
+        try:
+            return await session.call_frame(invocation_id, frame)
         except CallFailed as exc:
             raise _invocation_error(function_id, invocation_id, exc.error) from None
-
-    def _current_session(self) -> EngineSession:
-        session = self._session
-        assert session is not None, "CONNECTED implies a session"
-        return session
 
     def _call_namespace(self, function_id: str, namespace: str | None) -> str | None:
         if namespace is not None:
@@ -588,17 +577,73 @@ def _first_given(explicit: JSONValue, derived: JSONValue) -> JSONValue:
     return explicit if explicit is not None else derived
 
 
+# -- checks at the public boundary ----------------------------------------------------------------
+
+
+def _check_id(argument: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{argument} must be a string, got {type(value).__name__}: {value!r}")
+    if not value.strip():
+        raise ValueError(f"{argument} must not be blank")
+
+
+def _check_function_id_argument(function_id: object) -> None:
+    if isinstance(function_id, Mapping) and "function_id" in function_id:
+        raise TypeError(
+            "trigger() takes the function id and the payload as separate arguments, not one "
+            "request object: call worker.trigger(function_id, payload)"
+        )
+    _check_id("function_id", function_id)
+
+
+def _check_optional_string(argument: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{argument} must be a string or None, got {type(value).__name__}")
+
+
 def _check_namespace(namespace: object) -> None:
-    if not isinstance(namespace, str) or not namespace.strip():
-        raise ValueError(f"namespace must be a non-blank string, got {namespace!r}")
+    if not isinstance(namespace, str):
+        raise TypeError(f"namespace must be a string, got {type(namespace).__name__}")
+    if not namespace.strip():
+        raise ValueError(f"namespace must not be blank, got {namespace!r}")
+
+
+def _not_json(payload: JSONValue, metadata: JSONValue, error: TypeError) -> TypeError:
+    """Name the argument that could not be encoded (the frame encodes both at once)."""
+    for argument, value in (("payload", payload), ("metadata", metadata)):
+        try:
+            encode_json(to_json_value(value))
+        except TypeError as exc:
+            return TypeError(f"{argument} is not JSON: {exc}")
+    return TypeError(f"the call cannot be encoded as JSON: {error}")
+
+
+def _check_encodable(message: Message, what: str) -> None:
+    try:
+        encode(message)
+    except TypeError as exc:
+        raise TypeError(f"{what} is not JSON: {exc}") from exc
+
+
+# -- open_worker ----------------------------------------------------------------------------------
 
 
 def _resolve_url(url: str | None) -> str:
-    return url or os.environ.get("III_URL") or DEFAULT_URL
+    if url is not None and not isinstance(url, str):
+        raise TypeError(
+            f"url must be a ws:// or wss:// URL string or None, got {type(url).__name__}: {url!r}"
+        )
+    resolved = url or os.environ.get("III_URL") or DEFAULT_URL
+    scheme = resolved.partition("://")[0].lower() if "://" in resolved else ""
+    if scheme not in ("ws", "wss"):
+        source = "url" if url else "$III_URL"
+        raise ValueError(f"{source} must be a ws:// or wss:// URL, got {resolved!r}")
+    return resolved
 
 
 def _resolve_name(name: str | None) -> str:
     if name is not None:
+        _check_id("name", name)
         return name
     return os.environ.get("III_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
 
@@ -612,11 +657,53 @@ def _resolve_namespace(namespace: str | None) -> str | None:
 
 
 def _resolve_headers(headers: Mapping[str, str] | None) -> list[tuple[str, str]]:
-    resolved = list((headers or {}).items())
+    if headers is not None and not isinstance(headers, Mapping):
+        raise TypeError(
+            f"headers must be a mapping of names to values, got {type(headers).__name__}"
+        )
+    given: list[tuple[object, object]] = list((headers or {}).items())
+    resolved: list[tuple[str, str]] = []
+    for name, value in given:
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(f"headers must map strings to strings, got {name!r}: {value!r}")
+        resolved.append((name, value))
     token = os.environ.get("III_TOKEN", "").strip()
     if token and not any(name.lower() == "authorization" for name, _ in resolved):
         resolved.append(("Authorization", f"Bearer {token}"))
     return resolved
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"invocation_timeout must be a number of seconds or None, got {timeout!r}")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise ValueError(
+            f"invocation_timeout must be a positive number of seconds, got {timeout!r}"
+        )
+    return float(timeout)
+
+
+def _announcement(name: str, namespace: str | None, description: str | None) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "runtime": "python",
+        "version": __version__,
+        "name": name,
+        "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
+        "pid": os.getpid(),
+        "isolation": os.environ.get("III_ISOLATION") or None,
+        "telemetry": {
+            "language": (os.environ.get("LANG") or "").split(".")[0] or None,
+            "project_name": os.path.basename(os.getcwd()) or None,
+            "framework": "iii-trio",
+        },
+    }
+    if namespace is not None:
+        data["namespace"] = namespace
+    if description is not None:
+        data["description"] = description
+    return data
 
 
 @asynccontextmanager
@@ -629,6 +716,8 @@ async def open_worker(
     backoff: Backoff = Backoff(),  # noqa: B008 - frozen value
     invocation_timeout: float | None = None,
     headers: Mapping[str, str] | None = None,
+    ssl: ssl_module.SSLContext | None = None,
+    _open_stream: StreamOpener | None = None,
 ) -> AsyncIterator[Worker]:
     """Connect a worker to the iii engine for the duration of the block.
 
@@ -644,42 +733,52 @@ async def open_worker(
         invocation_timeout: default deadline in seconds for :meth:`Worker.trigger`.
         headers: extra HTTP headers for the WebSocket handshake (``$III_TOKEN``, when set, adds
             ``Authorization: Bearer``).
+        ssl: the TLS context for a ``wss://`` URL; default: the system's trusted certificates,
+            verified.
 
-    Entering blocks until the engine accepted the worker and applied its registrations. Leaving
-    cancels every running handler, stops reconnecting and closes the connection; it waits only
-    for sync handlers already running in threads, which cannot be interrupted.
+    Entering blocks until the engine accepted the worker and applied its registrations; the
+    first failed attempt is logged at WARNING on ``iii_trio.connection`` (later ones at DEBUG).
+    Leaving cancels every running handler, stops reconnecting and closes the connection within
+    a second; it waits only for sync handlers already running in threads, which cannot be
+    interrupted.
 
     Raises:
-        ValueError: ``namespace`` is blank.
-        EngineUnavailable: the engine could not be reached within the backoff budget.
-        RegistrationRejected: the engine refused this worker (e.g. its name is taken).
+        TypeError, ValueError: an argument has the wrong type or value (named in the message).
+        EngineUnavailable: the engine could not be reached within the backoff budget, or its
+            TLS certificate was rejected (not retried); ``.url``, ``.attempts`` and the cause
+            say more.
+        RegistrationRejected: the engine refused this worker (its name is taken, or its auth
+            function said no: ``AUTH_ERROR``, ``FORBIDDEN``); it does not retry.
     """
+    resolved_url = _resolve_url(url)
+    resolved_name = _resolve_name(name)
+    resolved_namespace = _resolve_namespace(namespace)
+    _check_optional_string("description", description)
+    if not isinstance(backoff, Backoff):
+        raise TypeError(f"backoff must be an iii_trio.Backoff, got {backoff!r}")
+    timeout = _check_timeout(invocation_timeout)
+    resolved_headers = _resolve_headers(headers)
+    if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
+        raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
     worker = Worker(
-        url=_resolve_url(url),
-        name=_resolve_name(name),
-        namespace=_resolve_namespace(namespace),
-        description=description,
-        headers=_resolve_headers(headers),
+        announcement=_announcement(resolved_name, resolved_namespace, description),
+        namespace=resolved_namespace,
+        invocation_timeout=timeout,
+        url=resolved_url,
+        headers=resolved_headers,
+        ssl_context=ssl,
         backoff=backoff,
-        invocation_timeout=invocation_timeout,
+        open_stream=_open_stream,
     )
+    link = worker._link
     try:
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                functools.partial(
-                    run_supervisor,
-                    worker,
-                    url=worker.url,
-                    headers=worker._headers,
-                    backoff=backoff,
-                    rng=random.Random(),
-                )
-            )
+            await nursery.start(link.supervise)
             try:
                 yield worker
             finally:
-                nursery.cancel_scope.cancel()
+                nursery.cancel_scope.cancel(reason="open_worker block exited")
     except BaseExceptionGroup as group:
         raise_collapsed(group)
     finally:
-        worker.session_changed(None, ConnectionState.CLOSED)
+        link.close()

@@ -15,6 +15,8 @@ async def test_iii_engine_is_a_running_dev_engine(iii_engine: DevEngine) -> None
 async def test_iii_worker_is_connected_to_iii_engine(
     iii_engine: DevEngine, iii_worker: iii_trio.Worker
 ) -> None:
-    assert iii_worker.url == iii_engine.url
+    # The engine the fixture started is the one the worker is connected to.
+    assert iii_engine.statistics().connections == 1
+    assert iii_worker.worker_id in {entry.id for entry in await iii_worker.list_workers()}
     iii_worker.register_function("plugin::add", lambda payload: payload["a"] + payload["b"])
     assert await iii_worker.trigger("plugin::add", {"a": 1, "b": 2}) == 3

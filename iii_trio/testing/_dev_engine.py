@@ -64,30 +64,39 @@ answer with plain values; everything else goes through ``decode`` and
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Final, NoReturn, final
 
 import orjson
 import trio
+import trio.testing
 
 from .._exceptions import ProtocolError
 from .._groups import raise_collapsed
-from .._protocol._codec import (
-    decode,
-    encode,
+from .._protocol._codec import decode, encode
+from .._protocol._fastpath import (
     encode_call,
     encode_result,
+    routable_invocation_id,
     successful_result_id,
 )
 from .._protocol._messages import JSON, InvokeFunction, Message
-from .._transport import Payload, TransportClosed, UpgradeRequest, WebSocket, serve_websockets
+from .._transport import (
+    Payload,
+    TransportClosed,
+    UpgradeRequest,
+    WebSocket,
+    serve_websocket_stream,
+    serve_websockets,
+)
 from .._version import __version__
 from ._engine_state import (
     BASELINE_ENGINE_VERSION,
@@ -114,7 +123,7 @@ OUTBOX_CAPACITY: Final = 64
 #: The engine's limit for a client to finish sending its upgrade request.
 HANDSHAKE_TIMEOUT: Final = 10.0
 DEFAULT_NAMESPACE_GRACE: Final = 5.0
-_ABORT_TIMEOUT: Final = 0.5
+_ABORT_GRACE: Final = 1.0
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
 _JSON_WHITESPACE: Final = frozenset(b" \t\r\n")
 _CHANNEL_PATH: Final = "/ws/channels/"
@@ -136,17 +145,36 @@ class DevEngine:
             trigger, which is what serves that API.
     """
 
-    def __init__(self, *, host: str, port: int, state: EngineState) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        state: EngineState,
+        serve_stream: Callable[[trio.abc.Stream], Awaitable[None]],
+        nursery: trio.Nursery,
+    ) -> None:
         self.host = host
         self.port = port
         url_host = f"[{host}]" if ":" in host else host
         self.url = f"ws://{url_host}:{port}"
         self.http_url: str | None = None
         self._state = state
+        self._serve_stream = serve_stream
+        self._nursery = nursery
 
     def statistics(self) -> EngineStatistics:
         """Current connection, function, binding and pending-invocation counts."""
         return self._state.statistics()
+
+    async def _open_memory_stream(self, host: str, port: int) -> trio.abc.Stream:
+        """A connection to this engine over an in-memory stream instead of a socket (private:
+        for ``open_worker(_open_stream=...)`` in tests that run on trio's mock clock, which
+        real sockets would make flaky). ``host`` and ``port`` are ignored."""
+        client, server = trio.testing.memory_stream_pair()
+        self._nursery.start_soon(self._serve_stream, server)
+        await trio.lowlevel.checkpoint()
+        return client
 
     def __repr__(self) -> str:
         return f"<DevEngine {self.url}>"
@@ -238,7 +266,20 @@ async def serve_dev_engine(
         nursery.start_soon(server.run_timers)
         bound_port = listeners[0].socket.getsockname()[1]
         logger.info("dev engine listening on %s:%s", host, bound_port)
-        task_status.started(DevEngine(host=host, port=bound_port, state=state))
+        task_status.started(
+            DevEngine(
+                host=host,
+                port=bound_port,
+                state=state,
+                serve_stream=functools.partial(
+                    serve_websocket_stream,
+                    handler=server.handle,
+                    route=server.route,
+                    handshake_timeout=HANDSHAKE_TIMEOUT,
+                ),
+                nursery=nursery,
+            )
+        )
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -267,106 +308,61 @@ def _unix_ms() -> int:
 
 
 class _Outbox:
-    """Frames waiting to be written to one connection, and the state of its closing.
+    """One connection's output and the state of its closing.
 
-    A frame is queued here, already encoded, until it is handed to the WebSocket: by the
-    reader that produced it (:meth:`write_out`, once per chunk of routed frames) while this
-    connection's writer is idle, or else by the writer. The writer is busy from the moment it
-    is woken until everything queued is on the wire; while it is, frames only queue up, which
-    is what the backpressure rule counts.
+    Frames are framed into the connection's WebSocket as they are produced, and written by the
+    reader that produced them (:meth:`write_out`, once per chunk of routed frames: one
+    non-blocking send while the writer task is idle) or else by the writer task; the
+    WebSocket's :class:`~iii_trio._transport.FrameWriter` makes that choice. Frames framed but
+    not yet taken by a write are what the backpressure rule counts: the outbox is full at
+    :data:`OUTBOX_CAPACITY` of them.
     """
 
     def __init__(self, websocket: WebSocket, dirty: list[_Outbox]) -> None:
         self.websocket = websocket
-        self.queue: list[bytes] = []
+        self.writer = websocket.writer
+        self.writer.max_frames = OUTBOX_CAPACITY
         self._dirty = dirty
+        self._dirty_listed = False
         self._closing = False
         #: Drop the socket without a close frame when the connection ends.
         self.abort = False
         self.cancel_scope = trio.CancelScope()
-        self._writer_busy = False
-        self._writer_wakeup = trio.Event()
-        #: Set (and replaced) whenever queued frames are taken or the outbox finishes.
-        self._room = trio.Event()
-        # Pongs and close replies the reader cannot send at once go to this writer too, so
-        # the reader never blocks on a write (it must keep reading: see WebSocket.on_unsent).
-        websocket.on_unsent = self._wake_writer
 
     def is_closing(self) -> bool:
-        """No more frames are accepted; the writer leaves once the queue is empty."""
+        """No more frames are accepted; what was queued is still written before the close."""
         return self._closing
 
     def push(self, frame: bytes) -> None:
         """Queue ``frame``; it is written at the next :meth:`_Server._write_dirty`."""
         if self._closing:
             return
-        if not self.queue:
-            self._dirty.append(self)
-        self.queue.append(frame)
-
-    def write_out(self) -> None:
-        """Hand the queued frames to the WebSocket and send what the kernel takes at once.
-
-        Only while the writer is idle: a busy writer takes them itself. Whatever the kernel
-        does not take is left to the writer, which becomes busy.
-        """
-        if self._writer_busy or not self.queue:
-            return
-        websocket = self.websocket
-        frames, self.queue = self.queue, []
-        self._made_room()
         try:
-            for frame in frames:
-                websocket.send_text(frame)
-        except TransportClosed:
+            self.websocket.send_text(frame)
+        except (TransportClosed, trio.ClosedResourceError):
+            self.finish()
             self.cancel_scope.cancel()
             return
-        if not websocket.send_now():
-            self._wake_writer()
+        if not self._dirty_listed:
+            self._dirty_listed = True
+            self._dirty.append(self)
 
-    def _wake_writer(self) -> None:
-        self._writer_busy = True
-        self._writer_wakeup.set()
+    def write_out(self) -> None:
+        """Send what was queued: now if the kernel takes it, else by the writer task."""
+        self._dirty_listed = False
+        self.writer.write_soon()
 
     def finish(self) -> None:
         self._closing = True
-        self._wake_writer()
-        self._made_room()  # readers waiting for room stop waiting for a closing connection
-
-    def take_all(self) -> list[bytes]:
-        """The queued frames, for the writer."""
-        frames, self.queue = self.queue, []
-        self._made_room()
-        return frames
-
-    def _made_room(self) -> None:
-        room, self._room = self._room, trio.Event()
-        room.set()
 
     @property
     def is_full(self) -> bool:
-        return len(self.queue) >= OUTBOX_CAPACITY
-
-    async def wait_for_work(self) -> None:
-        """Wait until the writer is needed: output is left unsent or :meth:`finish` was called.
-
-        The writer is busy from then on, until it calls :meth:`writer_idle`.
-        """
-        if self._writer_busy:
-            await trio.lowlevel.checkpoint()  # woken before it got here
-        else:
-            await self._writer_wakeup.wait()
-        self._writer_busy = True
-        self._writer_wakeup = trio.Event()
-
-    def writer_idle(self) -> None:
-        """The writer sent everything and waits again: readers may write themselves."""
-        self._writer_busy = False
+        return self.writer.over_high_water
 
     async def wait_for_room(self) -> None:
         """Wait until this outbox is no longer full, or is closing."""
-        while self.is_full and not self._closing:
-            await self._room.wait()
+        while self.is_full and not self._closing and self.writer.usable:
+            await self.writer.wait_for_room()
         await trio.lowlevel.checkpoint()  # the loop may not have run
 
 
@@ -420,18 +416,20 @@ class _Server:
                 self._write_dirty()
                 await self._read(connection_id, outbox)
                 if outbox.is_closing() and not outbox.abort:
-                    outbox.finish()  # the writer leaves after the last queued frame
-                else:
-                    nursery.cancel_scope.cancel()
+                    # What was queued (a refusal) goes out before the close frame.
+                    with contextlib.suppress(TransportClosed, trio.ClosedResourceError):
+                        await outbox.writer.flush()
+                nursery.cancel_scope.cancel()
         finally:
             outbox.finish()
             del self._outboxes[connection_id]
             self._perform(self._state.disconnect(connection_id))
             self._write_dirty()
             # Eviction and engine shutdown drop the socket without a close frame, as the engine
-            # does; a cancelled scope around us means the engine is shutting down.
+            # does; a cancelled scope around us means the engine is shutting down. Otherwise
+            # the transport runs the closing handshake when this returns.
             if outbox.abort or trio.current_effective_deadline() == -math.inf:
-                with trio.move_on_after(_ABORT_TIMEOUT, shield=True):
+                with trio.move_on_after(_ABORT_GRACE, shield=True):  # abort() never blocks
                     await websocket.abort()
 
     async def _read(self, connection_id: str, outbox: _Outbox) -> None:
@@ -440,7 +438,7 @@ class _Server:
         while not outbox.is_closing():
             try:
                 frames = await websocket.receive_messages()
-            except TransportClosed:
+            except (TransportClosed, trio.ClosedResourceError):
                 break
             position = 0
             while position < len(frames) and not outbox.is_closing():
@@ -535,23 +533,16 @@ class _Server:
     def _route_invocation(self, connection_id: str, raw: dict[str, JSON]) -> bool:
         """:meth:`EngineState.route_invocation` for a decoded ``invokefunction`` frame the codec
         would decode without error; False when the general path must take it."""
-        function_id = raw.get("function_id")
-        invocation_id = raw.get("invocation_id")
-        traceparent = raw.get("traceparent")
-        baggage = raw.get("baggage")
-        namespace = raw.get("namespace")
-        if (
-            type(function_id) is not str
-            or type(invocation_id) is not str
-            or "data" not in raw
-            or raw.get("action") is not None
-            or (traceparent is not None and type(traceparent) is not str)
-            or (baggage is not None and type(baggage) is not str)
-            or (namespace is not None and type(namespace) is not str)
-        ):
+        invocation_id = routable_invocation_id(raw)
+        if invocation_id is None:
             return False
+        # The check proved these fields to be of the types the codec accepts.
+        function_id: str = raw["function_id"]
         data = raw["data"]
+        traceparent: str | None = raw.get("traceparent")
+        baggage: str | None = raw.get("baggage")
         metadata = raw.get("metadata")
+        namespace: str | None = raw.get("namespace")
         routed = self._state.route_invocation(
             connection_id,
             function_id,
@@ -587,24 +578,12 @@ class _Server:
             dirty.clear()
 
     async def _write(self, outbox: _Outbox) -> None:
-        """Write what the readers leave: the frames queued while this was busy, and the bytes
-        the kernel did not take at once; until the outbox is finished."""
-        websocket = outbox.websocket
+        """The connection's writer task: writes what the readers leave to it."""
         try:
-            while True:
-                await outbox.wait_for_work()
-                while True:
-                    for frame in outbox.take_all():
-                        websocket.send_text(frame)
-                    await websocket.flush()
-                    if not outbox.queue:
-                        break
-                if outbox.is_closing():
-                    break
-                outbox.writer_idle()
+            await outbox.writer.run()
         except TransportClosed:
             outbox.cancel_scope.cancel()
-        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()  # the failure path may not have reached one
 
     # -- outputs and timers ------------------------------------------------------------------------
 
@@ -667,10 +646,6 @@ class _Server:
             self._write_dirty()
 
 
-# These two build the same JSON as encode() of the message (tests compare them), without the
-# message object: the routing fast path of _Server._route_frames has only the fields.
-
-
 def _decode_frame(is_text: bool, payload: Payload) -> Message | None:
     if not payload:
         return None
@@ -687,11 +662,9 @@ def _decode_frame(is_text: bool, payload: Payload) -> Message | None:
 
 async def _discard_telemetry(websocket: WebSocket) -> None:
     # /otel never registers a worker and never answers anything but WebSocket pings.
-    try:
+    with contextlib.suppress(TransportClosed, trio.ClosedResourceError):
         while True:
             await websocket.receive_messages()
-    except TransportClosed:
-        pass
     await trio.lowlevel.checkpoint()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import random
 
 import pytest
@@ -71,8 +72,34 @@ def test_jitter_actually_varies_the_delays() -> None:
     assert any(delay > 30 for delay in jittered[5:])
 
 
-def test_jitter_larger_than_the_delay_never_gives_a_negative_wait() -> None:
-    assert all(delay >= 0 for delay in _first(Backoff(jitter=2.0), 500))
+def test_full_jitter_never_gives_a_negative_wait() -> None:
+    assert all(delay >= 0 for delay in _first(Backoff(jitter=1.0), 500))
+
+
+@pytest.mark.parametrize("jitter", [1.01, 5])
+def test_jitter_above_the_whole_delay_is_rejected(jitter: float) -> None:
+    with pytest.raises(ValueError, match="jitter"):
+        Backoff(jitter=jitter)
+
+
+@pytest.mark.parametrize("field", ["initial", "maximum", "multiplier", "jitter"])
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_backoff_value_that_is_not_finite_is_rejected(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        Backoff(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["initial", "maximum", "multiplier", "jitter"])
+@pytest.mark.parametrize("value", ["1", None, True])
+def test_a_backoff_value_that_is_not_a_number_is_a_type_error(field: str, value: object) -> None:
+    with pytest.raises(TypeError, match=field):
+        Backoff(**{field: value})
+
+
+@pytest.mark.parametrize("max_attempts", [2.5, "3", True])
+def test_max_attempts_must_be_an_integer(max_attempts: object) -> None:
+    with pytest.raises(TypeError, match="max_attempts"):
+        Backoff(max_attempts=max_attempts)  # type: ignore[arg-type]
 
 
 def test_same_seed_gives_the_same_schedule() -> None:
