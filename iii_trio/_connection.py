@@ -63,6 +63,7 @@ from ._transport import (
     TransportClosed,
     WebSocket,
     connect_websocket,
+    is_utf8,
     redact_url,
 )
 from ._types import Backoff, ConnectionState
@@ -383,10 +384,15 @@ class EngineSession:
                     self.end(f"the engine closed the connection ({exc})", exc)
                 break
             replies = 0
-            for _, frame in frames:  # the engine's JSON counts in binary frames too
+            for is_text, frame in frames:  # the engine's JSON counts in binary frames too
                 try:
                     raw = loads(frame)
                 except JSONDecodeError:
+                    if is_text and not is_utf8(frame):
+                        # orjson refuses text that is not UTF-8; the transport leaves that
+                        # check to it (check_text=False), and the connection fails with 1007.
+                        websocket.fail_invalid_text()
+                        break
                     raw = _UNPARSED
                 if type(raw) is dict and raw.get("type") == "invocationresult":
                     # A successful result needs no message object: its id and value will do.
@@ -769,6 +775,7 @@ class EngineLink:
                 headers=self._headers,
                 ssl_context=self._ssl_context,
                 open_stream=self._open_stream,
+                check_text=False,  # every frame goes through orjson, which checks (_read_loop)
             )
         except HandshakeFailed as exc:
             if exc.permanent:

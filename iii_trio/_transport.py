@@ -78,6 +78,7 @@ __all__ = [
     "UpgradeRequest",
     "WebSocket",
     "connect_websocket",
+    "is_utf8",
     "redact_url",
     "serve_websocket_stream",
     "serve_websockets",
@@ -243,6 +244,9 @@ class FrameWriter:
         self._eof_due = False
         self._eof_sent = False
         self._closed = False
+        #: Frames may still be written: not closed, broken, torn by an interrupted write, or
+        #: past the end of the stream. (An attribute, not a property: every send reads it.)
+        self.usable = True
         #: A write was interrupted part-way: the stream's frame boundaries are lost.
         self._torn = False
         self._broken: TransportClosed | None = None
@@ -270,15 +274,11 @@ class FrameWriter:
         """The writer task has been asked to write and has not started yet."""
         return self._woken
 
-    @property
-    def usable(self) -> bool:
-        """Frames may still be written (not closed, broken or torn by an interrupted write)."""
-        return not (self._closed or self._torn or self._broken is not None or self._eof_sent)
-
     def close(self) -> None:
         """Stop writing for good: later flushes raise :class:`trio.ClosedResourceError`, and
         producers waiting for room wake up to find out."""
         self._closed = True
+        self.usable = False
         self._made_room()
         self.wake()
 
@@ -389,6 +389,7 @@ class FrameWriter:
                 await self._send_all(b"".join(chunks) if len(chunks) > 1 else chunks[0])
             if self._eof_due and not self._eof_sent:
                 self._eof_sent = True
+                self.usable = False
                 # If the peer closed first there is nothing left to shut.
                 with contextlib.suppress(
                     trio.BrokenResourceError, trio.ClosedResourceError, OSError
@@ -406,15 +407,18 @@ class FrameWriter:
             await self._stream.send_all(data)
         except trio.ClosedResourceError:
             self._closed = True
+            self.usable = False
             raise
         except (trio.BrokenResourceError, OSError) as exc:
             self._broken = TransportClosed(f"connection lost while sending: {exc!r}")
+            self.usable = False
             self._made_room()
             raise self._broken from exc
         except BaseException:
             # Cancelled part-way: some of the bytes may be on the wire, so nothing more may be
             # written (the next frame would start in the middle of this one).
             self._torn = True
+            self.usable = False
             raise
 
     def _take_buffer(self) -> list[bytes]:
@@ -434,7 +438,14 @@ class FrameWriter:
 
 class WebSocket:
     """One open WebSocket connection. Not constructed directly: see :func:`connect_websocket`
-    and :func:`serve_websockets`."""
+    and :func:`serve_websockets`.
+
+    ``check_text=False`` hands the UTF-8 check of unfragmented text messages to the reader, for
+    a reader that parses every text message with a parser that refuses invalid UTF-8 anyway
+    (orjson does): reading every byte twice is much of a large message's cost. Such a reader
+    must call :meth:`fail_invalid_text` when its parser refuses one, so that the connection
+    fails with 1007 all the same.
+    """
 
     def __init__(
         self,
@@ -444,12 +455,15 @@ class WebSocket:
         close_timeout: float = CLOSE_TIMEOUT,
         high_water: int = HIGH_WATER,
         fast_frames: bool = True,
+        check_text: bool = True,
     ) -> None:
         self._stream = stream
         self._protocol = protocol
         self.writer = FrameWriter(stream, protocol, high_water)
         self.close_timeout = close_timeout
-        self._fast = _FastFrames(protocol, self._collect, enabled=fast_frames)
+        self._fast = _FastFrames(
+            protocol, self._collect, enabled=fast_frames, check_text=check_text
+        )
         self._fragments: list[Payload] = []
         self._fragment_opcode: Opcode | None = None
         # A fragmented text message is checked fragment by fragment, to fail as early as
@@ -476,8 +490,10 @@ class WebSocket:
             trio.ClosedResourceError: :meth:`aclose` or :meth:`abort` was called.
             TransportClosed: the connection is closing or closed.
         """
-        protocol = self._check_sendable()
+        protocol = self._protocol
         writer = self.writer
+        if self._closing or protocol.state is not State.OPEN or not writer.usable:
+            self._refuse_to_send()
         writer.frames += 1
         writer.framed += len(data)
         if self._fast.frame_text(data):
@@ -494,7 +510,9 @@ class WebSocket:
 
     def send_binary(self, data: bytes) -> None:
         """Frame one binary message into the output buffer (raises as :meth:`send_text`)."""
-        self._check_sendable().send_binary(data)
+        if self._closing or self._protocol.state is not State.OPEN or not self.writer.usable:
+            self._refuse_to_send()
+        self._protocol.send_binary(data)
         self.writer.frames += 1
         self.writer.framed += len(data)
 
@@ -513,13 +531,10 @@ class WebSocket:
         """
         await self.writer.flush()
 
-    def _check_sendable(self) -> ClientProtocol | ServerProtocol:
+    def _refuse_to_send(self) -> NoReturn:
         if self._closing:
             raise trio.ClosedResourceError("this websocket was closed")
-        protocol = self._protocol
-        if protocol.state is not State.OPEN or not self.writer.usable:
-            raise self._closed_error()
-        return protocol
+        raise self._closed_error()
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -607,7 +622,7 @@ class WebSocket:
         opcode = event.opcode
         if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
             if event.fin:
-                if opcode is Opcode.TEXT and not _is_utf8(event.data):
+                if opcode is Opcode.TEXT and not is_utf8(event.data):
                     self.fail_invalid_text()
                     return
                 messages.append((opcode is Opcode.TEXT, event.data))
@@ -630,6 +645,8 @@ class WebSocket:
             self._fragment_opcode = None
 
     def fail_invalid_text(self) -> None:
+        """Fail the connection with 1007 (a text message is not UTF-8): the reader's next
+        :meth:`receive_messages` reports it closed, :meth:`aclose` finishes."""
         self._fragments = []
         self._fragment_opcode = None
         fail_invalid_text(self._protocol)
@@ -718,7 +735,8 @@ def fail_invalid_text(protocol: ClientProtocol | ServerProtocol) -> None:
         protocol.fail(_INVALID_UTF8, "invalid UTF-8 in a text message")
 
 
-def _is_utf8(data: Payload) -> bool:
+def is_utf8(data: Payload) -> bool:
+    """Whether ``data`` is valid UTF-8."""
     if isinstance(data, memoryview):  # websockets' type allows it; its parser gives bytes
         data = data.tobytes()
     if data.isascii():
@@ -751,11 +769,13 @@ class _FastFrames:
         collect: Callable[[object, list[tuple[bool, Payload]]], None],
         *,
         enabled: bool,
+        check_text: bool,
     ) -> None:
         self._protocol = protocol
         self._collect = collect
         self._mask = _MASK_BIT if protocol.side is SERVER else 0
         self._enabled = enabled
+        self._check_text = check_text
         #: Bytes received while the handshake ran, until the fast path is decided on.
         self._handshake: bytearray | None = bytearray() if enabled else None
         self._reading = False
@@ -829,7 +849,7 @@ class _FastFrames:
                     payload = buffer[start:stop]
                     if self._mask:
                         payload = apply_mask(payload, buffer[start - 4 : start])
-                    if head == _TEXT_HEAD and not _is_utf8(payload):
+                    if head == _TEXT_HEAD and self._check_text and not is_utf8(payload):
                         self._fail_invalid_text()
                         return
                     parsed.append((head == _TEXT_HEAD, payload))
@@ -1016,6 +1036,7 @@ async def connect_websocket(
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     close_timeout: float = CLOSE_TIMEOUT,
     max_message_size: int = MAX_MESSAGE_SIZE,
+    check_text: bool = True,
 ) -> WebSocket:
     """Open a TCP connection (TLS for ``wss://``) and perform the client handshake.
 
@@ -1031,6 +1052,7 @@ async def connect_websocket(
         handshake_timeout: seconds for the TCP connection, the TLS handshake and the upgrade.
         close_timeout: the :class:`WebSocket`'s bound on its closing handshake.
         max_message_size: larger incoming messages fail the connection (1009).
+        check_text: see :class:`WebSocket`.
 
     Raises:
         HandshakeFailed: the host is unreachable, the TLS handshake failed (``permanent`` when
@@ -1054,7 +1076,9 @@ async def connect_websocket(
             protocol = ClientProtocol(
                 uri, max_size=(max_message_size, MAX_FRAME_SIZE), logger=_protocol_logger
             )
-            websocket = WebSocket(stream, protocol, close_timeout=close_timeout)
+            websocket = WebSocket(
+                stream, protocol, close_timeout=close_timeout, check_text=check_text
+            )
             await _client_handshake(websocket, protocol, headers, redact_url(url))
         except BaseException:
             await trio.aclose_forcefully(stream)

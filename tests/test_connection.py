@@ -44,6 +44,7 @@ from iii_trio._protocol._messages import (
 )
 from iii_trio._transport import (
     CLOSE_TIMEOUT,
+    TransportClosed,
     UpgradeRequest,
     WebSocket,
     serve_websocket_stream,
@@ -671,3 +672,46 @@ async def _serve_cutting_proxy(
 async def engine() -> AsyncIterator[DevEngine]:
     async with open_dev_engine() as running:
         yield running
+
+
+async def test_text_from_the_engine_that_is_not_utf8_fails_the_connection_with_1007(
+    nursery: trio.Nursery,
+) -> None:
+    # The session leaves the UTF-8 check to orjson, which parses every frame anyway; the
+    # connection must fail all the same, and the worker reconnect.
+    close_codes: list[int | None] = []
+    connections = 0
+
+    async def handler(websocket: WebSocket, request: UpgradeRequest) -> None:
+        nonlocal connections
+        connections += 1
+        first = connections == 1
+        websocket.send_text(encode(WorkerRegistered(worker_id=str(uuid.uuid4()))))
+        await websocket.flush()
+        try:
+            while True:
+                for _, frame in await websocket.receive_messages():
+                    message = decode(frame)
+                    if not isinstance(message, InvokeFunction) or not message.invocation_id:
+                        continue
+                    if first and message.function_id == "x::y":
+                        websocket.send_text(b'{"type":"pong","note":"caf\xc3"}')
+                        continue
+                    result = InvocationResult(message.invocation_id, message.function_id, "ok")
+                    websocket.send_text(encode(result))
+                await websocket.flush()
+        except TransportClosed as closed:
+            close_codes.append(closed.code)
+
+    opener, _ = memory_opener(
+        nursery, lambda stream: serve_websocket_stream(stream, handler, lambda request: None)
+    )
+    backoff = iii_trio.Backoff(initial=0.01, jitter=0)
+    async with iii_trio.open_worker(
+        "ws://engine.test", name="u", backoff=backoff, _open_stream=opener
+    ) as worker:
+        with pytest.raises(iii_trio.ConnectionLost):
+            await worker.trigger("x::y", {})
+        await worker.wait_connected()
+        assert await worker.trigger("x::y", {}) == "ok"
+    assert close_codes[0] == 1007
