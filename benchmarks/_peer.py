@@ -13,6 +13,10 @@ asks with an ``invocation_id``, records every ``registerfunction`` with its arri
 routes invocations a worker makes to whichever connection registered the target (so a handler
 that calls another function works, as through the real engine).
 
+Calls to a function named with :meth:`Peer.hold` are not routed: the peer keeps them unanswered
+until :meth:`Peer.release_held` answers them all with their own payload, which lets a caller be
+measured while many of its calls wait.
+
 Client mode (:meth:`Peer.connect`) connects to an engine as a caller, for the end-to-end figures
 through the dev engine. Its frames carry an all-zero masking key, which keeps the masking cost out
 of the caller: the key is legal on the wire, and on loopback there is no proxy to protect.
@@ -130,6 +134,8 @@ class Peer:
         self.connections: list[PeerConnection] = []
         self._routes: dict[str, PeerConnection] = {}
         self._forwarded: dict[str, tuple[PeerConnection, str]] = {}
+        #: Function id -> the calls of it kept unanswered: (caller, invocation id, payload).
+        self._held: dict[str, list[tuple[PeerConnection, Any, Any]]] = {}
         # Load state, kept on the peer so the hot path reads plain attributes.
         self._pending: dict[Any, int] = {}
         self._queued: list[str] = []
@@ -516,6 +522,11 @@ class Peer:
                     }
                 )
             return
+        held = self._held.get(function_id) if isinstance(function_id, str) else None
+        if held is not None:
+            if iid is not None:
+                held.append((conn, iid, msg.get("data")))
+            return
         target = self._routes.get(function_id) if isinstance(function_id, str) else None
         if target is None or not target.open:
             if iid is not None:
@@ -561,6 +572,36 @@ class Peer:
         elif msg.get("result") is not None:
             reply["result"] = msg["result"]
         caller.send_json(reply)
+
+    # ------------------------------------------------------------------ held calls
+
+    def hold(self, function_id: str) -> None:
+        """Keep every call of ``function_id`` unanswered from now on, until released."""
+        self._held.setdefault(function_id, [])
+
+    def held_count(self, function_id: str) -> int:
+        return len(self._held.get(function_id, ()))
+
+    def release_held(self, function_id: str) -> int:
+        """Answer every held call of ``function_id`` with its own payload and stop holding it.
+
+        Returns how many calls were answered (calls of a closed connection are dropped).
+        """
+        answered = 0
+        for conn, iid, data in self._held.pop(function_id, []):
+            if conn.closed:
+                continue
+            conn.send_json(
+                {
+                    "type": "invocationresult",
+                    "invocation_id": iid,
+                    "function_id": function_id,
+                    "result": data,
+                }
+            )
+            answered += 1
+        self._flush()
+        return answered
 
     # ------------------------------------------------------------------ load
 

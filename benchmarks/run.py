@@ -3,6 +3,7 @@
     python -m benchmarks.run            # full run, 3 interleaved rounds (about 10 minutes)
     python -m benchmarks.run --quick    # smoke run (about a minute), writes RESULTS-quick.md
     python -m benchmarks.run --profile iii-trio --scenario 256x100   # py-spy one worker
+    python -m benchmarks.run --baseline HEAD~1   # also run iii_trio of an earlier commit
 
 See benchmarks/README.md for what is measured and how.
 """
@@ -10,17 +11,21 @@ See benchmarks/README.md for what is measured and how.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import datetime
+import math
 import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
@@ -37,6 +42,7 @@ from benchmarks._peer import Peer, PeerConnection
 from benchmarks._procs import Child, Processes, install_signal_handlers
 
 BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
 WORKERS = BENCH_DIR / "workers"
 NODE_DIR = WORKERS / "node"
 ECHO = "bench::echo"
@@ -54,6 +60,25 @@ LOAD_SCENARIOS: list[tuple[int, int]] = [
     (256, 10240),
 ]
 E2E_SCENARIOS: list[tuple[int, int]] = [(1, 100), (256, 100), (256, 10240)]
+
+#: The memory section: calls kept waiting at once, and their payload size.
+MEMORY_CALLS = 10_000
+MEMORY_PAYLOAD_BYTES = 100
+#: Fresh processes behind each memory figure, over all rounds together (see Config).
+MEMORY_MIN_SAMPLES = 3
+#: (mode, with tracemalloc): one caller process each. Tracing costs memory for every live
+#: allocation, so RSS is measured in processes that do not trace.
+MEMORY_VARIANTS: list[tuple[str, bool]] = [
+    ("trigger", False),
+    ("park", False),
+    ("trigger", True),
+    ("park", True),
+]
+#: Bound on each step of a memory run (start, calls reaching the engine, completion, exit).
+MEMORY_STEP_TIMEOUT = 60.0
+HOLD = "bench::hold"
+MEASURE = "bench::measure"
+BASELINE_SUFFIX = "@base"
 
 
 def scenario_key(inflight: int, size: int) -> str:
@@ -82,6 +107,12 @@ class Kind:
     check: str | None = None
     #: Files that must exist for the kind to be usable, with how to get them.
     needs: tuple[tuple[Path, str], ...] = ()
+    #: Built on iii_trio: gets the memory section and, with --baseline, a twin running REF's code.
+    iii_trio: bool = False
+    #: Put first on the worker's PYTHONPATH (the baseline worktree, so its iii_trio is imported).
+    pythonpath: str | None = None
+    #: For a baseline twin: the key of the kind it is compared with.
+    baseline_of: str | None = None
 
 
 def all_kinds() -> list[Kind]:
@@ -94,6 +125,7 @@ def all_kinds() -> list[Kind]:
             (py, str(WORKERS / "iii_trio_echo.py")),
             extra=True,
             check="import iii_trio; iii_trio.open_worker",
+            iii_trio=True,
         ),
         Kind(
             "official",
@@ -145,22 +177,109 @@ def why_unusable(kind: Kind) -> str | None:
         if not path.exists():
             return f"{path.relative_to(BENCH_DIR.parent)} is missing (run `{how}`)"
     if kind.check is not None:
-        return python_check(kind.check)
+        return python_check(kind.check, kind.pythonpath)
     return None
 
 
-def python_check(statement: str) -> str | None:
+def with_pythonpath(env: dict[str, str], pythonpath: str | None) -> dict[str, str]:
+    """``env`` with ``pythonpath`` first on PYTHONPATH (ahead of site-packages, where the
+    editable install of this checkout is found)."""
+    if pythonpath is not None:
+        rest = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = pythonpath + (os.pathsep + rest if rest else "")
+    return env
+
+
+def python_check(statement: str, pythonpath: str | None = None) -> str | None:
     proc = subprocess.run(
         [sys.executable, "-c", statement],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
+        env=with_pythonpath(dict(os.environ), pythonpath),
+        # `python -c` puts the working directory first on sys.path: run a baseline check from
+        # the worktree, or this checkout's iii_trio would be found first.
+        cwd=pythonpath,
     )
     if proc.returncode == 0:
         return None
     lines = proc.stderr.strip().splitlines()
     return f"`{statement}` failed: {lines[-1] if lines else proc.returncode}"
+
+
+def iii_trio_file(pythonpath: str | None) -> str | None:
+    """``iii_trio.__file__`` as a worker with ``pythonpath`` imports it (None if it cannot)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import iii_trio; print(iii_trio.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=with_pythonpath(dict(os.environ), pythonpath),
+        cwd=pythonpath,
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+# ---------------------------------------------------------------------------------------- baseline
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """An earlier commit checked out in a temporary git worktree, whose iii_trio twin kinds run."""
+
+    ref: str  # as given on the command line
+    commit: str
+    subject: str
+    root: Path
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7]
+
+    def twin(self, kind: Kind) -> Kind:
+        """``kind`` running this commit's iii_trio (the worker scripts stay this checkout's)."""
+        return dataclasses.replace(
+            kind,
+            key=kind.key + BASELINE_SUFFIX,
+            label=f"{kind.label} at {self.ref} ({self.short})",
+            pythonpath=str(self.root),
+            baseline_of=kind.key,
+        )
+
+
+def _git(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(REPO_ROOT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@contextlib.contextmanager
+def baseline_worktree(ref: str, parent: Path) -> Iterator[Baseline]:
+    """Check ``ref`` out in a detached git worktree under ``parent``; remove it on the way out,
+    whatever the way out is (this checkout's own files and branch are not touched)."""
+    resolved = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if resolved.returncode != 0:
+        raise SystemExit(f"--baseline {ref}: not a commit of this repository")
+    commit = resolved.stdout.strip()
+    subject = _git("log", "-1", "--format=%s", commit).stdout.strip()
+    root = parent / f"baseline-{commit[:12]}"
+    try:
+        added = _git("worktree", "add", "--detach", "--quiet", str(root), commit)
+        if added.returncode != 0:
+            raise SystemExit(f"--baseline {ref}: git worktree add failed: {added.stderr.strip()}")
+        yield Baseline(ref, commit, subject, root)
+    finally:
+        removed = _git("worktree", "remove", "--force", str(root)) if root.exists() else None
+        if removed is None or removed.returncode != 0:
+            # Interrupted half-way, or already gone: drop the files and git's record of them.
+            shutil.rmtree(root, ignore_errors=True)
+            _git("worktree", "prune")
 
 
 @dataclass(frozen=True)
@@ -171,6 +290,13 @@ class E2EConfig:
     label: str
     caller: str  # "iii-trio" (a worker process) or "peer" (the harness's bare caller)
     echo: str  # Kind key
+    #: First on PYTHONPATH of the dev engine and the iii-trio caller (the baseline worktree).
+    pythonpath: str | None = None
+
+    def kinds_needed(self) -> set[str]:
+        """The worker kinds this pairing runs (an iii-trio caller counts as the iii-trio kind)."""
+        suffix = BASELINE_SUFFIX if self.pythonpath is not None else ""
+        return {self.echo} | ({"iii-trio" + suffix} if self.caller == "iii-trio" else set())
 
 
 E2E_CONFIGS = [
@@ -180,6 +306,29 @@ E2E_CONFIGS = [
     E2EConfig("peer-iii-trio", "bare caller → dev engine → iii-trio echo", "peer", "iii-trio"),
     E2EConfig("peer-bare", "bare caller → dev engine → bare sans-I/O echo", "peer", "bare-sansio"),
 ]
+
+
+def baseline_e2e_configs(
+    baseline: Baseline, kinds: list[Kind], uses_dev_engine: bool
+) -> list[E2EConfig]:
+    """The pairings again, with every iii_trio process (dev engine, iii-trio echo and caller)
+    running the baseline's code; those left with no iii_trio process are not repeated."""
+    twins = {k.baseline_of: k.key for k in kinds if k.baseline_of is not None}
+    configs = []
+    for config in E2E_CONFIGS:
+        echo = twins.get(config.echo, config.echo)
+        if not uses_dev_engine and config.caller != "iii-trio" and echo == config.echo:
+            continue
+        configs.append(
+            E2EConfig(
+                config.key + BASELINE_SUFFIX,
+                f"{config.label} (iii_trio at {baseline.ref})",
+                config.caller,
+                echo,
+                pythonpath=str(baseline.root),
+            )
+        )
+    return configs
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -197,8 +346,13 @@ class Config:
     #: Command that starts the engine for the e2e section and prints its URL (default: dev engine).
     engine_cmd: list[str] | None = None
     sections: set[str] = field(
-        default_factory=lambda: {"load", "startup", "register", "nested", "e2e"}
+        default_factory=lambda: {"load", "startup", "register", "memory", "nested", "e2e"}
     )
+    memory_calls: int = MEMORY_CALLS
+    #: Fresh caller processes per memory figure in each round; main() makes every figure of a
+    #: full run a median of at least MEMORY_MIN_SAMPLES processes.
+    memory_repeats: int = 1
+    baseline: Baseline | None = None
 
 
 # ---------------------------------------------------------------------------------------- bench
@@ -206,6 +360,10 @@ class Config:
 
 class GaveUp(Exception):
     """A worker kind failed to start too many times in a row; its remaining cells are skipped."""
+
+
+class MemoryRunFailed(Exception):
+    """One caller process of the memory section did not do what it was asked."""
 
 
 class Bench:
@@ -227,7 +385,7 @@ class Bench:
 
     # ----------------------------------------------------------------- helpers
 
-    def env(self, kind: Kind | None = None) -> dict[str, str]:
+    def env(self, kind: Kind | None = None, pythonpath: str | None = None) -> dict[str, str]:
         env = dict(os.environ)
         # The official SDKs write a marker file under ~/.iii/run that a killed worker never
         # removes: give the children a throwaway home so the user's stays clean.
@@ -238,7 +396,8 @@ class Bench:
         env.pop("OTEL_ENABLED", None)
         if kind is not None:
             env.update(dict(kind.env))
-        return env
+            pythonpath = pythonpath or kind.pythonpath
+        return with_pythonpath(env, pythonpath)
 
     def kind(self, key: str) -> Kind | None:
         return next((k for k in self.kinds if k.key == key), None)
@@ -372,9 +531,10 @@ class Bench:
         finally:
             self.stop_worker(child)
 
-    def start_dev_engine(self) -> tuple[Child, str | None]:
+    def start_dev_engine(self, pythonpath: str | None) -> tuple[Child, str | None]:
         argv = self.config.engine_cmd or [sys.executable, str(WORKERS / "dev_engine.py")]
-        engine = self.procs.spawn("dev-engine", argv, env=self.env(), stdout_pipe=True)
+        env = self.env(pythonpath=pythonpath)
+        engine = self.procs.spawn("dev-engine", argv, env=env, stdout_pipe=True)
         line = engine.read_line(READY_TIMEOUT)
         if line is None or not line.startswith("ws://"):
             return engine, None
@@ -386,7 +546,7 @@ class Bench:
         started: list[Child] = []
         conn: PeerConnection | None = None
         try:
-            engine, url = self.start_dev_engine()
+            engine, url = self.start_dev_engine(config.pythonpath)
             started.append(engine)
             if url is None:
                 return {"error": "dev engine did not start: " + engine.stderr_tail(8)}
@@ -426,7 +586,7 @@ class Bench:
                     "--duration",
                     str(self.config.duration),
                 ],
-                env=self.env(),
+                env=self.env(pythonpath=config.pythonpath),
                 stdout_pipe=True,
             )
             started.append(caller)
@@ -465,15 +625,158 @@ class Bench:
             result[f"{name}_cpu_us_per_call"] = 1e6 * used / calls if calls else 0.0
         return self.check_load(result)
 
+    def measure_memory(self, kind: Kind) -> dict[str, Any]:
+        """Memory growth of an iii-trio caller per call kept waiting, and per parked bare task.
+
+        Every variant (MEMORY_VARIANTS) runs ``memory_repeats`` times, each in a fresh caller
+        process; a figure is the median of its runs, in bytes per call. ``net_*`` is the part
+        attributable to ``trigger`` itself: the growth with the calls minus the growth with the
+        same number of tasks parked in ``trio.sleep_forever()``.
+        """
+        per_call: dict[str, list[float]] = {}
+        sites: list[Any] | None = None
+        for repeat in range(self.config.memory_repeats):
+            for mode, traced in MEMORY_VARIANTS:
+                # Naming the source lines of the growth takes two slow snapshots: once a cell.
+                want_sites = traced and mode == "trigger" and repeat == 0
+                try:
+                    outcome = self.memory_run(kind, mode, traced=traced, sites=want_sites)
+                except MemoryRunFailed as exc:
+                    return {"error": f"{mode}{' with tracemalloc' if traced else ''}: {exc}"}
+                name = f"{mode}_{'traced' if traced else 'rss'}"
+                per_call.setdefault(name, []).append(outcome["per_call"])
+                sites = outcome.get("sites", sites)
+        value: dict[str, Any] = {
+            name: statistics.median(values) for name, values in per_call.items()
+        }
+        value["net_rss"] = value["trigger_rss"] - value["park_rss"]
+        value["net_traced"] = value["trigger_traced"] - value["park_traced"]
+        value["calls"] = self.config.memory_calls
+        value["processes"] = self.config.memory_repeats
+        value["samples"] = per_call
+        if sites is not None:
+            value["sites"] = [[where, size / value["calls"]] for where, size, _ in sites]
+        return value
+
+    def memory_run(self, kind: Kind, mode: str, *, traced: bool, sites: bool) -> dict[str, Any]:
+        """One caller process (workers/iii_trio_memory.py): measure, start the calls (or parked
+        tasks), wait until the fake engine holds every call, measure again, release, check."""
+        calls = self.config.memory_calls
+        argv = [
+            sys.executable,
+            str(WORKERS / "iii_trio_memory.py"),
+            self.url,
+            "--mode",
+            mode,
+            "--payload-bytes",
+            str(MEMORY_PAYLOAD_BYTES),
+        ]
+        if traced:
+            argv.append("--tracemalloc")
+        if sites:
+            argv.append("--sites")
+        if self.start_failures.get(kind.key, 0) >= MAX_START_FAILURES:
+            raise GaveUp(f"{kind.key}: gave up after {MAX_START_FAILURES} failed starts")
+        self.peer.hold(HOLD)
+        child = self.procs.spawn(f"{kind.key}-memory", argv, env=self.env(kind), stdout_pipe=True)
+        try:
+            self.peer.wait_until(
+                lambda: self.peer.find_registration(MEASURE) is not None,
+                READY_TIMEOUT,
+                alive=child.alive,
+            )
+            conn = self.peer.find_registration(MEASURE)
+            if conn is None:
+                self.start_failures[kind.key] = self.start_failures.get(kind.key, 0) + 1
+                raise MemoryRunFailed(self.not_ready(child)["error"])
+            self.start_failures[kind.key] = 0
+            key = "traced" if traced else "rss"
+            before = self.control(conn, child, MEASURE, {"point": "before"})
+            self.control(conn, child, "bench::start", {"calls": calls})
+            if mode == "trigger" and not self.peer.wait_until(
+                lambda: self.peer.held_count(HOLD) >= calls,
+                MEMORY_STEP_TIMEOUT,
+                alive=child.alive,
+            ):
+                held = self.peer.held_count(HOLD)
+                raise MemoryRunFailed(f"only {held} of {calls} calls reached the engine")
+            after = self.control(conn, child, MEASURE, {"point": "after"})
+            released = self.peer.release_held(HOLD)
+            if mode == "trigger" and released != calls:
+                raise MemoryRunFailed(f"released {released} held calls, expected {calls}")
+            # Its answer may race with the worker closing: nothing waits for it.
+            finish = {"type": "invokefunction", "function_id": "bench::finish", "data": {}}
+            conn.send_json({**finish, "invocation_id": "finish"})
+            line = self.read_line_serving(child, MEMORY_STEP_TIMEOUT)
+            if line is None:
+                raise MemoryRunFailed("no final line: " + child.stderr_tail(8))
+            if not self.peer.wait_until(lambda: not child.alive(), MEMORY_STEP_TIMEOUT):
+                raise MemoryRunFailed(f"still running {MEMORY_STEP_TIMEOUT:g} s after finishing")
+            report: dict[str, Any] = orjson.loads(line)
+            expected = calls if mode == "trigger" else 0
+            problems = [
+                f"{report.get(name)} {name}"
+                for name in ("mismatches", "errors")
+                if report.get(name) != 0
+            ]
+            if report.get("completed") != expected:
+                problems.append(f"{report.get('completed')} of {expected} calls completed")
+            if child.popen.returncode != 0:
+                problems.append(f"exit code {child.popen.returncode}")
+            imported = Path(str(report.get("iii_trio_file"))).resolve()
+            if kind.pythonpath is not None and not imported.is_relative_to(
+                Path(kind.pythonpath).resolve()
+            ):
+                problems.append("iii_trio was not imported from the baseline worktree")
+            if problems:
+                tail = child.stderr_tail(4)
+                raise MemoryRunFailed(", ".join(problems) + (f" ({tail})" if tail else ""))
+            result = {"per_call": (after[key] - before[key]) / calls}
+            if "sites" in after:
+                result["sites"] = after["sites"]
+            return result
+        finally:
+            self.peer.release_held(HOLD)  # also stops holding
+            self.stop_worker(child)
+
+    def control(
+        self, conn: PeerConnection, child: Child, function_id: str, data: Any
+    ) -> dict[str, Any]:
+        """Call one of the memory caller's own functions and return its answer."""
+        reply = self.peer.call_once(conn, function_id, data, MEMORY_STEP_TIMEOUT)
+        if reply is None:
+            state = "exited" if not child.alive() else f"no answer in {MEMORY_STEP_TIMEOUT:g} s"
+            raise MemoryRunFailed(f"{function_id}: {state}: {child.stderr_tail(8)}")
+        result = reply.get("result")
+        if "error" in reply or not isinstance(result, dict):
+            raise MemoryRunFailed(f"{function_id} failed: {reply.get('error')}")
+        return result
+
+    def read_line_serving(self, child: Child, timeout: float) -> str | None:
+        """The child's next stdout line, serving the fake engine meanwhile (it has results to
+        write and a closing handshake to answer); None on timeout or when the child exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = child.read_line(0.005)
+            if line is not None:
+                return line
+            if not child.alive():
+                return child.read_line(0.5)  # whatever it wrote just before exiting
+            self.peer.poll(0.005)
+        return None
+
     # ----------------------------------------------------------------- rounds
 
     def run(self) -> None:
         cfg = self.config
         self.kinds = []
-        for kind in all_kinds():
-            if cfg.kinds is not None and kind.key not in cfg.kinds:
-                continue
+        candidates = [k for k in all_kinds() if cfg.kinds is None or k.key in cfg.kinds]
+        if cfg.baseline is not None:
+            candidates += [cfg.baseline.twin(k) for k in candidates if k.iii_trio]
+        for kind in candidates:
             reason = why_unusable(kind)
+            if reason is None and kind.pythonpath is not None:
+                reason = self.check_import_root(kind)
             if reason is None:
                 self.kinds.append(kind)
             else:
@@ -490,19 +793,66 @@ class Bench:
                 self.results.skip("end-to-end through the dev engine", self.dev_engine_ok)
                 self.log(f"skip e2e: {self.dev_engine_ok}")
             else:
-                for e2e in E2E_CONFIGS:
-                    needed = {e2e.echo} | ({"iii-trio"} if e2e.caller == "iii-trio" else set())
-                    missing = [k for k in sorted(needed) if self.kind(k) is None]
-                    if missing:
-                        self.results.skip(e2e.label, f"needs the {', '.join(missing)} worker")
-                    else:
-                        self.e2e_configs.append(e2e)
+                self.e2e_configs = self.usable_e2e_configs()
         self.results.kinds = [(k.key, k.label) for k in self.kinds]
         self.results.e2e_configs = [(c.key, c.label) for c in self.e2e_configs]
         self.results.load_scenarios = [scenario_key(*s) for s in cfg.load_scenarios]
         self.results.e2e_scenarios = [scenario_key(*s) for s in cfg.e2e_scenarios]
+        self.results.memory_kinds = [(k.key, k.label) for k in self.kinds if k.iii_trio]
+        self.results.memory_scenario = scenario_key(cfg.memory_calls, MEMORY_PAYLOAD_BYTES)
+        if cfg.baseline is not None:
+            self.results.baseline = _report.BaselineInfo(
+                ref=cfg.baseline.ref,
+                commit=cfg.baseline.commit,
+                subject=cfg.baseline.subject,
+                kinds=[(k.baseline_of, k.key) for k in self.kinds if k.baseline_of],
+                e2e_configs=[
+                    (c.key.removesuffix(BASELINE_SUFFIX), c.key)
+                    for c in self.e2e_configs
+                    if c.pythonpath is not None
+                ],
+            )
         for rnd in range(cfg.rounds):
             self.run_round(rnd)
+
+    def check_import_root(self, kind: Kind) -> str | None:
+        """None if ``kind``'s workers import iii_trio from its worktree, else why not."""
+        assert kind.pythonpath is not None
+        imported = iii_trio_file(kind.pythonpath)
+        if imported is None:
+            return "`import iii_trio` failed"
+        self.log(f"{kind.key}: iii_trio is imported from {imported}")
+        if not Path(imported).resolve().is_relative_to(Path(kind.pythonpath).resolve()):
+            return "iii_trio is not imported from the baseline worktree"
+        return None
+
+    def usable_e2e_configs(self) -> list[E2EConfig]:
+        configs = list(E2E_CONFIGS)
+        baseline = self.config.baseline
+        if baseline is not None:
+            reason = (
+                None
+                if self.config.engine_cmd
+                else python_check(
+                    "import iii_trio.testing as t; t.open_dev_engine", str(baseline.root)
+                )
+            )
+            twins = baseline_e2e_configs(
+                baseline, self.kinds, uses_dev_engine=not self.config.engine_cmd
+            )
+            if reason is None:
+                configs += twins
+            else:
+                for config in twins:
+                    self.results.skip(config.label, reason)
+        usable = []
+        for config in configs:
+            missing = [k for k in sorted(config.kinds_needed()) if self.kind(k) is None]
+            if missing:
+                self.results.skip(config.label, f"needs the {', '.join(missing)} worker")
+            else:
+                usable.append(config)
+        return usable
 
     def rotated(self, items: list[Any], rnd: int) -> list[Any]:
         if not items:
@@ -542,6 +892,11 @@ class Bench:
             for kind in kinds:
                 measure = partial(self.measure_registration, kind)
                 self.record("register", kind.key, "1000", rnd, measure)
+        if "memory" in cfg.sections:
+            col = scenario_key(cfg.memory_calls, MEMORY_PAYLOAD_BYTES)
+            for kind in kinds:
+                if kind.iii_trio:
+                    self.record("memory", kind.key, col, rnd, partial(self.measure_memory, kind))
         if "nested" in cfg.sections:
             for kind in kinds:
                 if kind.extra:
@@ -673,7 +1028,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--sections",
-        help="comma-separated subset of load,startup,register,nested,e2e (default: all)",
+        help="comma-separated subset of load,startup,register,memory,nested,e2e (default: all)",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="also run the iii_trio of git commit REF (checked out in a temporary worktree), "
+        "interleaved with the current code, and compare the two",
+    )
+    parser.add_argument(
+        "--memory-repeats",
+        type=int,
+        help="fresh caller processes per memory figure in each round (default: enough for "
+        f"{MEMORY_MIN_SAMPLES} over all rounds; 1 with --quick)",
     )
     parser.add_argument(
         "--engine-cmd",
@@ -690,7 +1057,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="256x100",
         help="for --profile: INFLIGHTxBYTES (default 256x100)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.profile and args.baseline:
+        parser.error("--baseline does not apply to --profile")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -714,6 +1084,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         config.engine_cmd = shlex.split(args.engine_cmd)
     if args.sections:
         config.sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    if args.memory_repeats is not None:
+        config.memory_repeats = max(1, args.memory_repeats)
+    elif not config.quick:
+        config.memory_repeats = math.ceil(MEMORY_MIN_SAMPLES / config.rounds)
     output = args.output or BENCH_DIR / ("RESULTS-quick.md" if args.quick else "RESULTS.md")
     command = shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])])
 
@@ -725,7 +1099,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         home.mkdir()
         procs = Processes(logs)
         bench = Bench(config, procs, home)
+        # Holds the baseline worktree, removed after the children are stopped.
+        cleanup = contextlib.ExitStack()
         try:
+            if args.baseline and not args.profile:
+                config.baseline = cleanup.enter_context(baseline_worktree(args.baseline, Path(tmp)))
+                print(
+                    f"baseline {args.baseline} = {config.baseline.commit[:12]} "
+                    f"({config.baseline.subject}), in a temporary git worktree",
+                    flush=True,
+                )
             if args.profile:
                 if args.duration is None:
                     config.duration = 5.0
@@ -771,6 +1154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             procs.stop_all()
             bench.peer.close()
+            cleanup.close()
 
 
 if __name__ == "__main__":
