@@ -1165,6 +1165,7 @@ async def serve_websockets(
     host: str,
     port: int,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    check_text: bool = True,
     task_status: trio.TaskStatus[list[trio.SocketListener]] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Accept WebSocket upgrades on ``host:port`` and run ``handler`` for each accepted one.
@@ -1172,12 +1173,18 @@ async def serve_websockets(
     ``route`` sees each upgrade request first and may refuse it with an HTTP status and body.
     Requests must finish their headers within ``handshake_timeout`` seconds. Starts with
     ``nursery.start``, which returns the listeners (so port 0 tells its real port). No client
-    can stop the server: see :func:`serve_websocket_stream`.
+    can stop the server: see :func:`serve_websocket_stream`. ``check_text`` is as for
+    :class:`WebSocket`.
     """
 
     async def serve_connection(stream: trio.SocketStream) -> None:
         await serve_websocket_stream(
-            stream, handler, route, handshake_timeout=handshake_timeout, peer_host=_peer_of(stream)
+            stream,
+            handler,
+            route,
+            handshake_timeout=handshake_timeout,
+            peer_host=_peer_of(stream),
+            check_text=check_text,
         )
 
     listeners = await trio.open_tcp_listeners(port, host=host)
@@ -1193,6 +1200,7 @@ async def serve_websocket_stream(
     *,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     peer_host: str | None = None,
+    check_text: bool = True,
 ) -> None:
     """Serve one connection on any byte stream: the opening handshake, then ``handler``.
 
@@ -1205,7 +1213,7 @@ async def serve_websocket_stream(
     try:
         accepted = None
         with trio.move_on_after(handshake_timeout):
-            accepted = await _accept(stream, route, peer_host)
+            accepted = await _accept(stream, route, peer_host, check_text)
         if accepted is not None:
             websocket, request = accepted
             await handler(websocket, request)
@@ -1227,12 +1235,12 @@ def _peer_of(stream: trio.SocketStream) -> str | None:
 
 
 async def _accept(
-    stream: trio.abc.Stream, route: Router, peer_host: str | None
+    stream: trio.abc.Stream, route: Router, peer_host: str | None, check_text: bool
 ) -> tuple[WebSocket, UpgradeRequest] | None:
     """The server's opening handshake; None when it did not end in an open WebSocket (after
     answering the client as the engine would, if it sent anything)."""
     protocol = ServerProtocol(max_size=(MAX_MESSAGE_SIZE, MAX_FRAME_SIZE), logger=_protocol_logger)
-    websocket = WebSocket(stream, protocol)
+    websocket = WebSocket(stream, protocol, check_text=check_text)
     request: Request | None = None
     while request is None:
         try:

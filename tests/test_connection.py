@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -381,33 +381,15 @@ async def test_a_failed_connection_is_reported_at_once_and_replaced_without_wait
     served: list[float] = []
     old_closed_at: list[float] = []
 
-    async def engine(stream: trio.abc.Stream) -> None:
-        first = not served
-        served.append(trio.current_time())
+    async def break_the_protocol(websocket: WebSocket, stream: trio.abc.Stream) -> None:
+        await stream.send_all(Frame(Opcode.TEXT, b"{}").serialize(mask=True))
+        with contextlib.suppress(trio.BrokenResourceError):
+            while await stream.receive_some():
+                pass  # read, answer nothing, never close
+        old_closed_at.append(trio.current_time())
+        await trio.sleep_forever()
 
-        async def handler(websocket: WebSocket, request: UpgradeRequest) -> None:
-            websocket.send_text(encode(WorkerRegistered(worker_id=str(uuid.uuid4()))))
-            await websocket.flush()
-            while True:
-                for _, frame in await websocket.receive_messages():
-                    message = decode(frame)
-                    if not isinstance(message, InvokeFunction) or not message.invocation_id:
-                        continue
-                    if first and message.function_id == "x::y":
-                        masked = Frame(Opcode.TEXT, b"{}").serialize(mask=True)
-                        await stream.send_all(masked)
-                        with contextlib.suppress(trio.BrokenResourceError):
-                            while await stream.receive_some():
-                                pass  # read, answer nothing, never close
-                        old_closed_at.append(trio.current_time())
-                        await trio.sleep_forever()
-                    result = InvocationResult(message.invocation_id, message.function_id, "ok")
-                    websocket.send_text(encode(result))
-                await websocket.flush()
-
-        await serve_websocket_stream(stream, handler, lambda request: None)
-
-    opener, _ = memory_opener(nursery, engine)
+    opener, _ = memory_opener(nursery, _engine_misbehaving_once(break_the_protocol, served))
     async with iii_trio.open_worker("ws://engine.test", name="f", _open_stream=opener) as worker:
         with pytest.raises(iii_trio.ConnectionLost):
             await worker.trigger("x::y", {})
@@ -615,6 +597,47 @@ async def test_no_secret_reaches_any_log_record_at_any_level(
 # --- helpers ------------------------------------------------------------------------------------
 
 
+def _engine_misbehaving_once(
+    misbehave: Callable[[WebSocket, trio.abc.Stream], Awaitable[None]],
+    served: list[float],
+    *,
+    close_codes: list[int | None] | None = None,
+) -> Callable[[trio.abc.Stream], Awaitable[None]]:
+    """An engine that answers every call with "ok", except the first connection's call of
+    ``x::y``, to which it does ``misbehave`` (given the WebSocket and its raw stream).
+
+    ``served`` gets the time each connection starts; ``close_codes`` the code each connection
+    ended with, as the engine saw it.
+    """
+
+    async def engine(stream: trio.abc.Stream) -> None:
+        first = not served
+        served.append(trio.current_time())
+
+        async def handler(websocket: WebSocket, request: UpgradeRequest) -> None:
+            websocket.send_text(encode(WorkerRegistered(worker_id=str(uuid.uuid4()))))
+            await websocket.flush()
+            try:
+                while True:
+                    for _, frame in await websocket.receive_messages():
+                        message = decode(frame)
+                        if not isinstance(message, InvokeFunction) or not message.invocation_id:
+                            continue
+                        if first and message.function_id == "x::y":
+                            await misbehave(websocket, stream)
+                            continue
+                        result = InvocationResult(message.invocation_id, message.function_id, "ok")
+                        websocket.send_text(encode(result))
+                    await websocket.flush()
+            except TransportClosed as closed:
+                if close_codes is not None:
+                    close_codes.append(closed.code)
+
+        await serve_websocket_stream(stream, handler, lambda request: None)
+
+    return engine
+
+
 def _everything_in(record: logging.LogRecord) -> str:
     parts = [record.getMessage(), repr(record.args), record.exc_text or ""]
     if record.exc_info and record.exc_info[1] is not None:
@@ -680,31 +703,12 @@ async def test_text_from_the_engine_that_is_not_utf8_fails_the_connection_with_1
     # The session leaves the UTF-8 check to orjson, which parses every frame anyway; the
     # connection must fail all the same, and the worker reconnect.
     close_codes: list[int | None] = []
-    connections = 0
 
-    async def handler(websocket: WebSocket, request: UpgradeRequest) -> None:
-        nonlocal connections
-        connections += 1
-        first = connections == 1
-        websocket.send_text(encode(WorkerRegistered(worker_id=str(uuid.uuid4()))))
-        await websocket.flush()
-        try:
-            while True:
-                for _, frame in await websocket.receive_messages():
-                    message = decode(frame)
-                    if not isinstance(message, InvokeFunction) or not message.invocation_id:
-                        continue
-                    if first and message.function_id == "x::y":
-                        websocket.send_text(b'{"type":"pong","note":"caf\xc3"}')
-                        continue
-                    result = InvocationResult(message.invocation_id, message.function_id, "ok")
-                    websocket.send_text(encode(result))
-                await websocket.flush()
-        except TransportClosed as closed:
-            close_codes.append(closed.code)
+    async def send_bad_text(websocket: WebSocket, stream: trio.abc.Stream) -> None:
+        websocket.send_text(b'{"type":"pong","note":"caf\xc3"}')
 
     opener, _ = memory_opener(
-        nursery, lambda stream: serve_websocket_stream(stream, handler, lambda request: None)
+        nursery, _engine_misbehaving_once(send_bad_text, [], close_codes=close_codes)
     )
     backoff = iii_trio.Backoff(initial=0.01, jitter=0)
     async with iii_trio.open_worker(

@@ -217,8 +217,13 @@ def encode_call(
     traceparent: str | None = None,
     baggage: str | None = None,
     action: TriggerAction | None = None,
+    from_wire: bool = False,
 ) -> bytes:
     """The frame of an ``invokefunction``, without building the message object.
+
+    ``from_wire``: ``data`` and ``metadata`` were parsed from a frame (the dev engine relaying
+    a call). orjson refuses NaN, the infinities and numbers that overflow a double when it
+    parses, so they cannot hold one and the test for them is skipped.
 
     Raises:
         TypeError: ``data`` or ``metadata`` is not JSON (see :func:`encode_json`).
@@ -250,10 +255,14 @@ def encode_call(
         )
     # encode_json's test, with the byte test first (see the notes above _SEARCHED_UP_TO).
     frame = _dumps(fields)
-    if _L in frame and (
-        _replace(frame, b"null", b"") is not frame
-        if len(frame) <= _SEARCHED_UP_TO
-        else _large_may_hold_non_finite(frame, fields)
+    if (
+        not from_wire
+        and _L in frame
+        and (
+            _replace(frame, b"null", b"") is not frame
+            if len(frame) <= _SEARCHED_UP_TO
+            else _large_may_hold_non_finite(frame, fields)
+        )
     ):
         reject_non_finite(fields)
     return frame
@@ -280,8 +289,11 @@ def encode_result(
     *,
     traceparent: str | None = None,
     baggage: str | None = None,
+    from_wire: bool = False,
 ) -> bytes:
     """The frame of a successful ``invocationresult``, without building the message object.
+
+    ``from_wire``: as for :func:`encode_call`.
 
     Raises:
         TypeError: ``result`` is not JSON (see :func:`encode_json`).
@@ -307,10 +319,14 @@ def encode_result(
         fields["baggage"] = baggage
     frame = _dumps(fields)
     # Without a result nothing in the frame is a number, so there is nothing to look for.
-    if result is not None and (
-        _replace(frame, b"null", b"") is not frame
-        if len(frame) <= _SEARCHED_UP_TO
-        else _large_may_hold_non_finite(frame, result)
+    if (
+        not from_wire
+        and result is not None
+        and (
+            _replace(frame, b"null", b"") is not frame
+            if len(frame) <= _SEARCHED_UP_TO
+            else _large_may_hold_non_finite(frame, result)
+        )
     ):
         reject_non_finite(fields)
     return frame

@@ -94,6 +94,7 @@ from .._transport import (
     TransportClosed,
     UpgradeRequest,
     WebSocket,
+    is_utf8,
     serve_websocket_stream,
     serve_websockets,
 )
@@ -261,6 +262,7 @@ async def serve_dev_engine(
                 host=host,
                 port=port,
                 handshake_timeout=HANDSHAKE_TIMEOUT,
+                check_text=False,  # every frame is parsed by orjson: see _route_frames
             )
         )
         nursery.start_soon(server.run_timers)
@@ -276,6 +278,7 @@ async def serve_dev_engine(
                     handler=server.handle,
                     route=server.route,
                     handshake_timeout=HANDSHAKE_TIMEOUT,
+                    check_text=False,
                 ),
                 nursery=nursery,
             )
@@ -492,7 +495,13 @@ class _Server:
                             continue
                     elif tag == "invokefunction" and self._route_invocation(connection_id, raw):
                         continue
-            message = _decode_frame(is_text, payload)
+            try:
+                message = _decode_frame(is_text, payload)
+            except _NotUtf8:
+                # The transport leaves this check to the parser (check_text=False), as every
+                # frame is parsed here anyway: the connection fails with 1007 all the same.
+                outbox.websocket.fail_invalid_text()
+                break
             if message is not None:
                 full = self._perform(self._state.receive(connection_id, message, now))
                 if outbox.is_closing():
@@ -526,6 +535,7 @@ class _Server:
                 result,
                 traceparent=caller.traceparent,
                 baggage=caller.baggage,
+                from_wire=True,
             )
         )
         return target if target.is_full else True
@@ -565,6 +575,7 @@ class _Server:
                     metadata=metadata,
                     traceparent=traceparent,
                     baggage=routed[1],
+                    from_wire=True,
                 )
             )
         return True
@@ -656,15 +667,23 @@ def _decode_frame(is_text: bool, payload: Payload) -> Message | None:
     try:
         return decode(payload)
     except ProtocolError as exc:
+        if is_text and not is_utf8(payload):
+            raise _NotUtf8 from exc
         logger.debug("dropping malformed frame: %s", exc)
         return None
+
+
+class _NotUtf8(Exception):
+    """A text frame that is not UTF-8: the connection must fail (1007)."""
 
 
 async def _discard_telemetry(websocket: WebSocket) -> None:
     # /otel never registers a worker and never answers anything but WebSocket pings.
     with contextlib.suppress(TransportClosed, trio.ClosedResourceError):
         while True:
-            await websocket.receive_messages()
+            for is_text, payload in await websocket.receive_messages():
+                if is_text and not is_utf8(payload):  # check_text=False: ours to check
+                    websocket.fail_invalid_text()
     await trio.lowlevel.checkpoint()
 
 

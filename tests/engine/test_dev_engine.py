@@ -255,6 +255,26 @@ async def test_malformed_frames_are_dropped_and_the_connection_stays_open(
     assert await worker.receive() == Pong()
 
 
+@pytest.mark.parametrize(
+    "text",
+    [b'{"type":"ping","note":"caf\xc3"}', b'{"type":"invocationresult","x":"\xff"}'],
+    ids=["general-path", "routing-path"],
+)
+async def test_a_text_frame_that_is_not_utf8_fails_the_connection_with_1007(
+    engine: DevEngine, connect: Connect, text: bytes
+) -> None:
+    # The engine's transport leaves the UTF-8 check to the JSON parser, which every frame goes
+    # through; the connection must fail all the same, and only that one.
+    bystander = await connect()
+    worker = await connect()
+    await worker.send_raw(text)
+    with pytest.raises(TransportClosed) as closed:
+        await worker.receive()
+    assert closed.value.code == 1007
+    await bystander.send(Ping())
+    assert await bystander.receive() == Pong()
+
+
 # --- routing through the shell (section 4) -------------------------------------------------------
 
 

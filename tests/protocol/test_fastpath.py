@@ -33,6 +33,7 @@ from iii_trio._protocol._fastpath import (
     decode_invocation,
     decode_success,
     encode_call,
+    encode_invocation,
     encode_result,
     is_plain_invocation,
     routable_invocation_id,
@@ -125,19 +126,6 @@ def canonical(frame: bytes) -> bytes:
     return orjson.dumps(orjson.loads(frame), option=orjson.OPT_SORT_KEYS)
 
 
-def fast_call_frame(message: InvokeFunction) -> bytes:
-    return encode_call(
-        message.function_id,
-        message.data,
-        message.invocation_id,
-        metadata=message.metadata,
-        namespace=message.namespace,
-        traceparent=message.traceparent,
-        baggage=message.baggage,
-        action=message.action,
-    )
-
-
 def fast_result_frame(message: InvocationResult) -> bytes:
     assert message.error is None
     return encode_result(
@@ -161,7 +149,7 @@ def same_message(actual: object, expected: object) -> bool:
 @given(invocations())
 def test_encode_call_writes_what_the_reference_writes(message: InvokeFunction) -> None:
     expected = canonical(encode_reference(message))
-    assert canonical(fast_call_frame(message)) == expected
+    assert canonical(encode_invocation(message)) == expected
     assert canonical(encode(message)) == expected
     # The same call as the dev engine delivers it: with an id, without namespace and action.
     delivered = attrs.evolve(
@@ -174,6 +162,7 @@ def test_encode_call_writes_what_the_reference_writes(message: InvokeFunction) -
         metadata=delivered.metadata,
         traceparent=delivered.traceparent,
         baggage=delivered.baggage,
+        from_wire=True,
     )
     assert canonical(relayed) == canonical(encode_reference(delivered))
 
@@ -190,6 +179,7 @@ def test_encode_result_writes_what_the_reference_writes(message: InvocationResul
         message.result,
         traceparent=message.traceparent,
         baggage=message.baggage,
+        from_wire=True,
     )
     assert canonical(relayed) == expected
 
@@ -197,7 +187,7 @@ def test_encode_result_writes_what_the_reference_writes(message: InvocationResul
 @checked
 @given(invocations())
 def test_a_fast_invocation_frame_decodes_back_to_its_message(message: InvokeFunction) -> None:
-    frame = fast_call_frame(message)
+    frame = encode_invocation(message)
     assert same_message(decode_reference(frame), message)
     assert same_message(decode(frame), message)
 
@@ -233,7 +223,7 @@ def _is_json(value: Any) -> bool:
 @given(invocations(maybe_non_json_values))
 def test_encode_call_refuses_what_the_reference_refuses(message: InvokeFunction) -> None:
     expected = _outcome(encode_reference, message)
-    assert _outcome(fast_call_frame, message) == expected
+    assert _outcome(encode_invocation, message) == expected
     assert _outcome(encode, message) == expected
     assert (expected is TypeError) == (not _is_json([message.data, message.metadata]))
 
