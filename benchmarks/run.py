@@ -406,21 +406,26 @@ class Bench:
         self, kind: Kind, extra_args: Sequence[str] = ()
     ) -> tuple[Child, PeerConnection | None, int]:
         """Spawn ``kind`` against the fake engine; wait until it registered bench::echo."""
-        if self.start_failures.get(kind.key, 0) >= MAX_START_FAILURES:
-            raise GaveUp(f"{kind.key}: gave up after {MAX_START_FAILURES} failed starts")
+        self.check_not_given_up(kind)
         t0 = time.perf_counter_ns()
         child = self.procs.spawn(kind.key, [*kind.argv, self.url, *extra_args], env=self.env(kind))
+        return child, self.wait_registered(kind, child, ECHO), t0
+
+    def check_not_given_up(self, kind: Kind) -> None:
+        if self.start_failures.get(kind.key, 0) >= MAX_START_FAILURES:
+            raise GaveUp(f"{kind.key}: gave up after {MAX_START_FAILURES} failed starts")
+
+    def wait_registered(self, kind: Kind, child: Child, function_id: str) -> PeerConnection | None:
+        """The connection of ``child`` once it registered ``function_id``; None if it did not
+        in time (counted against ``kind``: a kind that fails to start too often is given up)."""
         self.peer.wait_until(
-            lambda: self.peer.find_registration(ECHO) is not None,
+            lambda: self.peer.find_registration(function_id) is not None,
             READY_TIMEOUT,
             alive=child.alive,
         )
-        conn = self.peer.find_registration(ECHO)
-        if conn is None:
-            self.start_failures[kind.key] = self.start_failures.get(kind.key, 0) + 1
-        else:
-            self.start_failures[kind.key] = 0
-        return child, conn, t0
+        conn = self.peer.find_registration(function_id)
+        self.start_failures[kind.key] = 0 if conn else self.start_failures.get(kind.key, 0) + 1
+        return conn
 
     def stop_worker(self, child: Child) -> None:
         self.procs.stop(child)
@@ -675,21 +680,13 @@ class Bench:
             argv.append("--tracemalloc")
         if sites:
             argv.append("--sites")
-        if self.start_failures.get(kind.key, 0) >= MAX_START_FAILURES:
-            raise GaveUp(f"{kind.key}: gave up after {MAX_START_FAILURES} failed starts")
+        self.check_not_given_up(kind)
         self.peer.hold(HOLD)
         child = self.procs.spawn(f"{kind.key}-memory", argv, env=self.env(kind), stdout_pipe=True)
         try:
-            self.peer.wait_until(
-                lambda: self.peer.find_registration(MEASURE) is not None,
-                READY_TIMEOUT,
-                alive=child.alive,
-            )
-            conn = self.peer.find_registration(MEASURE)
+            conn = self.wait_registered(kind, child, MEASURE)
             if conn is None:
-                self.start_failures[kind.key] = self.start_failures.get(kind.key, 0) + 1
                 raise MemoryRunFailed(self.not_ready(child)["error"])
-            self.start_failures[kind.key] = 0
             key = "traced" if traced else "rss"
             before = self.control(conn, child, MEASURE, {"point": "before"})
             self.control(conn, child, "bench::start", {"calls": calls})

@@ -74,17 +74,11 @@ _WALK_BUDGET: Final = 32
 
 def _may_hold_non_finite(frame: bytes, value: Any) -> bool:
     """Whether ``value``, serialized as ``frame``, may hold NaN or an infinity: False is sure,
-    True asks for :func:`reject_non_finite`. (The per-call encoders inline the small-frame
-    case and call :func:`_large_may_hold_non_finite` for the rest.)"""
-    if len(frame) <= _SEARCHED_UP_TO:
-        return _replace(frame, b"null", b"") is not frame
-    return _large_may_hold_non_finite(frame, value)
-
-
-def _large_may_hold_non_finite(frame: bytes, value: Any) -> bool:
-    decided = _non_finite_among_few(value)
-    if decided is not None:
-        return decided
+    True asks for :func:`reject_non_finite`."""
+    if len(frame) > _SEARCHED_UP_TO:
+        decided = _non_finite_among_few(value)
+        if decided is not None:
+            return decided
     return _replace(frame, b"null", b"") is not frame
 
 
@@ -255,15 +249,7 @@ def encode_call(
         )
     # encode_json's test, with the byte test first (see the notes above _SEARCHED_UP_TO).
     frame = _dumps(fields)
-    if (
-        not from_wire
-        and _L in frame
-        and (
-            _replace(frame, b"null", b"") is not frame
-            if len(frame) <= _SEARCHED_UP_TO
-            else _large_may_hold_non_finite(frame, fields)
-        )
-    ):
+    if not from_wire and _L in frame and _may_hold_non_finite(frame, fields):
         reject_non_finite(fields)
     return frame
 
@@ -319,15 +305,7 @@ def encode_result(
         fields["baggage"] = baggage
     frame = _dumps(fields)
     # Without a result nothing in the frame is a number, so there is nothing to look for.
-    if (
-        not from_wire
-        and result is not None
-        and (
-            _replace(frame, b"null", b"") is not frame
-            if len(frame) <= _SEARCHED_UP_TO
-            else _large_may_hold_non_finite(frame, result)
-        )
-    ):
+    if not from_wire and result is not None and _may_hold_non_finite(frame, result):
         reject_non_finite(fields)
     return frame
 
