@@ -5,7 +5,8 @@
 
 Wall-clock figures on a shared 2-core machine move by 10-30% from one run to the next, which
 hides a 5% change. Instructions do not: valgrind's callgrind counts them, and the count per call
-repeats to within about 0.5% (seen here). So for each cell this runs the echo worker
+repeats to within about 0.5% at 1 and 16 in flight and 2% at 256, where how many calls one read
+brings varies (seen here). So for each cell this runs the echo worker
 (``workers/iii_trio_echo.py``) under callgrind, once with the current ``iii_trio`` and once with
 REF's (a temporary git worktree, as ``--baseline`` of ``benchmarks.run`` does), alternately; the
 harness's fake engine keeps the cell's calls in flight; instrumentation is switched on only for
