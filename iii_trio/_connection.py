@@ -374,14 +374,12 @@ class EngineSession:
         serve_inline = self._owner.serve_inline
         resolve = self.calls.resolve
         writer = self._writer
+        closed: TransportClosed | trio.ClosedResourceError | None = None
         while True:
             try:
                 frames = await websocket.receive_messages()
             except (TransportClosed, trio.ClosedResourceError) as exc:
-                if self.identity is None and self._early_error is not None:
-                    self.refuse(self._early_error)
-                else:
-                    self.end(f"the engine closed the connection ({exc})", exc)
+                closed = exc
                 break
             replies = 0
             for is_text, frame in frames:  # the engine's JSON counts in binary frames too
@@ -433,7 +431,27 @@ class EngineSession:
                 writer.write_soon()
             if self.ended_because is not None:
                 break
+        if closed is not None:
+            await self._connection_closed(closed)
         await trio.lowlevel.checkpoint()  # leaving through the except branch skipped one
+
+    async def _connection_closed(self, closed: TransportClosed | trio.ClosedResourceError) -> None:
+        """The reader saw the connection end: say so at once, then let the writer send what is
+        left (our answer to a close frame, or the close frame of a failure) before the session
+        is cancelled. Cancelling a writer in the middle of a write would cut a frame, and then
+        no close frame could follow."""
+        if self.identity is None and self._early_error is not None:
+            self.refusal = self._early_error
+            reason = f"the engine refused this worker: {self.refusal}"
+            error: BaseException = self.refusal
+        else:
+            reason = f"the engine closed the connection ({closed})"
+            error = closed
+        self.ended_by = self.ended_by or error
+        self._stop(reason)
+        with trio.move_on_after(self._websocket.close_timeout):
+            await self._writer.flush_quietly()
+        self.end(reason, error)
 
     def _bad_frame(self, frame: object, error: ProtocolError) -> None:
         # One bad frame must not take the worker down: report it and carry on. The engine skips

@@ -402,6 +402,12 @@ class FrameWriter:
                         await self._stream.aclose()
             self._made_room()
 
+    async def flush_quietly(self) -> None:
+        """:meth:`flush`, for cleanup: a closed or broken stream is not an error there."""
+        with contextlib.suppress(TransportClosed, trio.ClosedResourceError):
+            await self.flush()
+        await trio.lowlevel.checkpoint()  # also when the flush failed before its first one
+
     async def _send_all(self, data: bytes) -> None:
         try:
             await self._stream.send_all(data)
@@ -562,12 +568,12 @@ class WebSocket:
         while True:
             if not self._reading():
                 if self._must_write_myself():  # the answer to a close frame, or our own
-                    await self._flush_quietly()
+                    await self.writer.flush_quietly()
                 raise self._closed_error()
             await self._receive()
             parsed = self._fast.parsed
             if self._protocol.writes and self._must_write_myself():  # pongs, close frames
-                await self._flush_quietly()
+                await self.writer.flush_quietly()
             if parsed:
                 self._fast.parsed = []
                 return parsed
@@ -588,11 +594,6 @@ class WebSocket:
         applies backpressure (the engine stops reading a connection it cannot write to) would
         wait for it forever. Only without a writer task must the reader write itself."""
         return not self.writer.write_soon() and self.writer.usable
-
-    async def _flush_quietly(self) -> None:
-        with contextlib.suppress(TransportClosed, trio.ClosedResourceError):
-            await self.writer.flush()  # a failure shows at the next read
-        await trio.lowlevel.checkpoint()  # (rare: only readers without a writer task get here)
 
     async def _receive(self) -> None:
         """Read once from the stream into the parser."""

@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import logging
 import math
 import os
@@ -90,6 +91,7 @@ from .._protocol._fastpath import (
 )
 from .._protocol._messages import JSON, InvokeFunction, Message
 from .._transport import (
+    CLOSE_TIMEOUT,
     Payload,
     TransportClosed,
     UpgradeRequest,
@@ -268,6 +270,7 @@ async def serve_dev_engine(
         nursery.start_soon(server.run_timers)
         bound_port = listeners[0].socket.getsockname()[1]
         logger.info("dev engine listening on %s:%s", host, bound_port)
+        warn_if_exposed([listener.socket.getsockname()[0] for listener in listeners])
         task_status.started(
             DevEngine(
                 host=host,
@@ -285,6 +288,26 @@ async def serve_dev_engine(
         )
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def warn_if_exposed(addresses: list[str]) -> None:
+    """Log a WARNING if any of the bound ``addresses`` is reachable from other machines: the dev
+    engine has no authentication, so whoever reaches it can register and call functions."""
+    exposed = [address for address in addresses if not _is_loopback(address)]
+    if exposed:
+        logger.warning(
+            "the dev engine is listening on %s, which other machines may reach, and it has no "
+            "authentication: anyone who can connect can register and call functions. Bind it to "
+            "127.0.0.1 unless that is what you want.",
+            ", ".join(exposed),
+        )
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:  # a name: only "localhost" is known to stay on this machine
+        return address == "localhost"
 
 
 def _namespace_grace(explicit: float | None) -> float:
@@ -398,10 +421,17 @@ class _Server:
         return 404, ""
 
     async def handle(self, websocket: WebSocket, request: UpgradeRequest) -> None:
-        if request.path == "/otel":
-            await _discard_telemetry(websocket)
-        else:
-            await self._serve_worker(websocket, request)
+        """Serve one accepted connection. Whatever happens on it ends it alone: a failure the
+        client caused is handled where it arises; anything else is a bug of the dev engine,
+        logged with its traceback, and still not allowed to take the other connections down."""
+        try:
+            if request.path == "/otel":
+                await _discard_telemetry(websocket)
+            else:
+                await self._serve_worker(websocket, request)
+        except Exception:
+            logger.exception("a connection from %s failed inside the dev engine", request.peer_host)
+        await trio.lowlevel.checkpoint()  # the failure path may not have reached one
 
     # -- one worker connection ---------------------------------------------------------------------
 
@@ -418,22 +448,31 @@ class _Server:
                 self._perform(outputs)
                 self._write_dirty()
                 await self._read(connection_id, outbox)
-                if outbox.is_closing() and not outbox.abort:
-                    # What was queued (a refusal) goes out before the close frame.
-                    with contextlib.suppress(TransportClosed, trio.ClosedResourceError):
-                        await outbox.writer.flush()
+                # The connection is over: clean up now (protocol.md 2.8), while what is queued
+                # for it (a refusal, the close frame of a failure) goes out, before the writer
+                # task is cancelled: cancelled in the middle of a write, it would cut a frame
+                # and no close frame could follow. Bounded: the client may not read.
+                self._disconnect(connection_id, outbox)
+                with trio.move_on_after(CLOSE_TIMEOUT):
+                    await outbox.writer.flush_quietly()
                 nursery.cancel_scope.cancel()
         finally:
-            outbox.finish()
-            del self._outboxes[connection_id]
-            self._perform(self._state.disconnect(connection_id))
-            self._write_dirty()
+            self._disconnect(connection_id, outbox)
             # Eviction and engine shutdown drop the socket without a close frame, as the engine
             # does; a cancelled scope around us means the engine is shutting down. Otherwise
             # the transport runs the closing handshake when this returns.
             if outbox.abort or trio.current_effective_deadline() == -math.inf:
                 with trio.move_on_after(_ABORT_GRACE, shield=True):  # abort() never blocks
                     await websocket.abort()
+
+    def _disconnect(self, connection_id: str, outbox: _Outbox) -> None:
+        """The engine's disconnect cleanup for one connection (once; later calls do nothing)."""
+        if self._outboxes.get(connection_id) is not outbox:
+            return
+        outbox.finish()
+        del self._outboxes[connection_id]
+        self._perform(self._state.disconnect(connection_id))
+        self._write_dirty()
 
     async def _read(self, connection_id: str, outbox: _Outbox) -> None:
         """Feed the connection's messages to the core until it closes or must stop."""
