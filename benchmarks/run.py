@@ -190,8 +190,8 @@ def with_pythonpath(env: dict[str, str], pythonpath: str | None) -> dict[str, st
     return env
 
 
-def python_check(statement: str, pythonpath: str | None = None) -> str | None:
-    proc = subprocess.run(
+def _run_python(statement: str, pythonpath: str | None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-c", statement],
         capture_output=True,
         text=True,
@@ -202,6 +202,10 @@ def python_check(statement: str, pythonpath: str | None = None) -> str | None:
         # the worktree, or this checkout's iii_trio would be found first.
         cwd=pythonpath,
     )
+
+
+def python_check(statement: str, pythonpath: str | None = None) -> str | None:
+    proc = _run_python(statement, pythonpath)
     if proc.returncode == 0:
         return None
     lines = proc.stderr.strip().splitlines()
@@ -210,15 +214,7 @@ def python_check(statement: str, pythonpath: str | None = None) -> str | None:
 
 def iii_trio_file(pythonpath: str | None) -> str | None:
     """``iii_trio.__file__`` as a worker with ``pythonpath`` imports it (None if it cannot)."""
-    proc = subprocess.run(
-        [sys.executable, "-c", "import iii_trio; print(iii_trio.__file__)"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=with_pythonpath(dict(os.environ), pythonpath),
-        cwd=pythonpath,
-    )
+    proc = _run_python("import iii_trio; print(iii_trio.__file__)", pythonpath)
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 

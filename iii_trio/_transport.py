@@ -483,10 +483,6 @@ class WebSocket:
         #: trio time of the last bytes received; keepalive logic reads it.
         self.last_received = trio.current_time()
 
-    @property
-    def is_open(self) -> bool:
-        return self._protocol.state is State.OPEN and not self._closing
-
     # -- sending -------------------------------------------------------------------------------
 
     def send_text(self, data: bytes) -> None:
