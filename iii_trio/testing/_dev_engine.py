@@ -1,4 +1,4 @@
-"""The dev engine's I/O shell: loopback WebSockets around the sans-io :mod:`._engine_state`.
+"""The dev engine's I/O shell: loopback WebSockets around the sans-io :mod:`._engine` core.
 
 Transport decision: connections are served by :func:`iii_trio._transport.serve_websockets`
 (websockets' sans-I/O protocol driven straight from trio streams), not trio-websocket's
@@ -101,7 +101,7 @@ from .._transport import (
     serve_websockets,
 )
 from .._version import __version__
-from ._engine_state import (
+from ._engine import (
     BASELINE_ENGINE_VERSION,
     CloseConnection,
     EngineState,

@@ -37,7 +37,7 @@ from iii_trio._protocol._messages import (
 from iii_trio._transport import HandshakeFailed, TransportClosed, connect_websocket
 from iii_trio.testing import DevEngine, open_dev_engine, serve_dev_engine
 from iii_trio.testing._dev_engine import _WRITE_EVERY, _Server
-from iii_trio.testing._engine_state import EngineState
+from iii_trio.testing._engine import EngineState
 
 from ._raw import PATIENCE, RawWorker, http_get
 

@@ -1,0 +1,206 @@
+"""The dev engine core's plugin interface, exercised by a small in-process worker of the tests'.
+
+``ticker::after`` answers later: it arms a timer, and when the timer fires it calls a worker's
+function on the engine's own behalf, fires its ``ticker::tick`` trigger type, and answers its
+caller with what the worker returned. That is the shape of every built-in worker to come (cron
+calls a function at a deadline, the HTTP trigger waits for a function's answer, queue retries
+wait and call again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+
+from iii_trio._protocol._messages import (
+    JSON,
+    ErrorBody,
+    InvocationResult,
+    InvokeFunction,
+    RegisterFunction,
+    RegisterTrigger,
+    RegistrationRejected,
+)
+from iii_trio.testing._engine import EnginePlugin, EngineState, Output
+from iii_trio.testing._engine._model import Connection
+from iii_trio.testing._engine._plugin import (
+    DEFERRED,
+    BuiltinFailure,
+    BuiltinFunction,
+    Call,
+    Deferred,
+    Input,
+)
+
+from .engine_driver import Engine, Worker, invocation_to, messages_to
+
+
+class Ticker(EnginePlugin):
+    name = "test-ticker"
+
+    def __init__(self) -> None:
+        self.disconnected: list[str] = []
+        self._engine: EngineState
+
+    def attach(self, engine: EngineState) -> None:
+        self._engine = engine
+
+    def functions(self) -> Mapping[str, BuiltinFunction]:
+        return {"ticker::after": BuiltinFunction(self._after, "Call a function later", "After")}
+
+    def trigger_types(self) -> Mapping[str, str]:
+        return {"ticker::tick": "Fires whenever a ticker::after timer does"}
+
+    def worker_disconnected(self, connection: Connection, out: list[Output]) -> None:
+        self.disconnected.append(connection.id)
+
+    def _after(self, call: Call, data: Input, out: list[Output]) -> JSON | Deferred:
+        target = data.required_str("function_id")
+        seconds = data.any("seconds")
+        if not isinstance(seconds, int):
+            raise BuiltinFailure("INVALID_ARGUMENTS", "seconds must be an integer")
+        payload = data.any("payload")
+
+        def fire(now: float, out: list[Output]) -> None:
+            self._engine.fire_trigger("ticker::tick", {"at": now}, out)
+            function = self._engine.functions.get(("default", target))
+            if function is None or function.owner is None:
+                error = ErrorBody("function_not_found", target)
+                self._engine.answer(call.caller, out, error=error)
+                return
+
+            def reply(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
+                self._engine.answer(call.caller, out, result={"got": result}, error=error)
+
+            self._engine.start_call(function.owner, target, payload, out, then=reply)
+
+        self._engine.arm(call.now + seconds, fire, out)
+        return DEFERRED
+
+
+@pytest.fixture
+def ticker() -> Ticker:
+    return Ticker()
+
+
+@pytest.fixture
+def engine(ticker: Ticker) -> Engine:
+    return Engine(plugins=[ticker])
+
+
+def doubler(engine: Engine) -> Worker:
+    worker = engine.worker("doubler")
+    worker.send(RegisterFunction(id="svc::double"))
+    return worker
+
+
+def test_a_plugin_is_an_in_process_worker_with_its_functions_and_trigger_types(
+    engine: Engine,
+) -> None:
+    caller = engine.worker("caller")
+    workers = caller.result("engine::workers::list", {})["workers"]
+    (listed,) = [w for w in workers if w["name"] == "test-ticker"]
+    assert listed["function_count"] == 1
+    assert listed["isolation"] == "in-process"
+    info = caller.result("engine::workers::info", {"name": "test-ticker"})
+    assert [f["function_id"] for f in info["functions"]] == ["ticker::after"]
+    assert [t["id"] for t in info["trigger_types"]] == ["ticker::tick"]
+    described = caller.result("engine::functions::info", {"function_id": "ticker::after"})
+    assert described["description"] == "Call a function later"
+    assert described["worker_name"] == "ticker"  # the first segment, as for any built-in
+    triggers = caller.result("engine::triggers::list", {})["triggers"]
+    (tick,) = [t for t in triggers if t["id"] == "ticker::tick"]
+    assert tick["worker_name"] == "test-ticker"
+
+
+def test_a_worker_cannot_take_over_a_plugin_function(engine: Engine) -> None:
+    caller = engine.worker("caller")
+    workers = caller.result("engine::workers::list", {})["workers"]
+    (plugin_id,) = [w["id"] for w in workers if w["name"] == "test-ticker"]
+    rejected = caller.send(RegisterFunction(id="ticker::after"))
+    (message,) = messages_to(rejected, caller.id)
+    assert message == RegistrationRejected(
+        code="FUNCTION_NAMESPACE_CONFLICT",
+        namespace="default",
+        owner_worker_id=plugin_id,
+        function_id="ticker::after",
+    )
+
+
+def test_a_deferred_call_continues_through_a_timer_and_an_engine_started_call(
+    engine: Engine,
+) -> None:
+    executor = doubler(engine)
+    caller = engine.worker("caller")
+    asked = {"function_id": "svc::double", "seconds": 2, "payload": 21}
+    assert caller.call("ticker::after", asked, invocation_id=CALL) is None
+    assert engine.state.next_deadline() == engine.now + 2
+    assert engine.advance(1.0) == []
+    fired = engine.advance(1.0)
+    delivery = invocation_to(fired, executor.id)
+    assert delivery.function_id == "svc::double"
+    assert delivery.data == 21
+    assert delivery.invocation_id is not None
+    assert messages_to(fired, caller.id) == []
+    # The shell's shortcut leaves a continued call to receive().
+    assert engine.state.route_result(executor.id, delivery.invocation_id, 42) is False
+    answered = executor.send(InvocationResult(delivery.invocation_id, "svc::double", result=42))
+    (reply,) = messages_to(answered, caller.id)
+    assert reply == InvocationResult(CALL, "ticker::after", result={"got": 42})
+    assert engine.state.statistics().pending_invocations == 0
+
+
+def test_the_continuation_hears_when_the_executor_goes_away(engine: Engine) -> None:
+    executor = doubler(engine)
+    caller = engine.worker("caller")
+    asked = {"function_id": "svc::double", "seconds": 1, "payload": 1}
+    caller.call("ticker::after", asked, invocation_id=CALL)
+    invocation_to(engine.advance(1.0), executor.id)
+    gone = executor.disconnect()
+    (reply,) = messages_to(gone, caller.id)
+    assert isinstance(reply, InvocationResult)
+    assert reply.error == ErrorBody("invocation_stopped", "Invocation stopped")
+
+
+def test_a_plugin_fires_its_trigger_type_to_every_binding(engine: Engine) -> None:
+    listener = engine.worker("listener")
+    listener.send(RegisterFunction(id="listener::on-tick"))
+    listener.send(
+        RegisterTrigger(
+            id="b1", trigger_type="ticker::tick", function_id="listener::on-tick", config={}
+        )
+    )
+    caller = engine.worker("caller")
+    caller.call("ticker::after", {"function_id": "nobody::home", "seconds": 3})
+    fired = engine.advance(3.0)
+    delivered = invocation_to(fired, listener.id)
+    assert delivered == InvokeFunction(
+        "listener::on-tick", data={"at": engine.now}, invocation_id=delivered.invocation_id
+    )
+    (reply,) = messages_to(fired, caller.id)
+    assert isinstance(reply, InvocationResult)
+    assert reply.error == ErrorBody("function_not_found", "nobody::home")
+
+
+def test_a_plugin_function_failure_is_its_callers_error(engine: Engine) -> None:
+    caller = engine.worker("caller")
+    error = caller.error("ticker::after", {"function_id": "x", "seconds": "soon"})
+    assert error == ErrorBody("INVALID_ARGUMENTS", "seconds must be an integer")
+    error = caller.error("ticker::after", [1])
+    assert error.code == "deserialization_error"
+    assert "expected struct After" in error.message
+
+
+def test_a_plugin_follows_worker_events(engine: Engine, ticker: Ticker) -> None:
+    worker = engine.worker("leaving")
+    worker.disconnect()
+    assert ticker.disconnected == [worker.id]
+
+
+def test_two_plugins_cannot_provide_the_same_function() -> None:
+    with pytest.raises(ValueError, match="ticker::after"):
+        EngineState(plugins=[Ticker(), Ticker()])
+
+
+CALL = "0f0e0d0c-0b0a-4999-8888-777766665555"
