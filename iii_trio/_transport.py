@@ -240,7 +240,11 @@ class FrameWriter:
         #: Bytes and frames framed since the buffer was last taken (control frames not counted).
         self.framed = 0
         self.frames = 0
+        #: Data frames written out in full since the start (the kernel took their last byte).
+        self.frames_sent = 0
+        self._frames_taken = 0
         self._unsent = b""
+        self._unsent_frames = 0
         self._eof_due = False
         self._eof_sent = False
         self._closed = False
@@ -261,6 +265,12 @@ class FrameWriter:
     def buffered(self) -> int:
         """Bytes framed or handed over but not yet written."""
         return self.framed + len(self._unsent)
+
+    @property
+    def frames_framed(self) -> int:
+        """Data frames framed since the start: the frame just framed is number
+        ``frames_framed``, and it is written out once :attr:`frames_sent` reaches that."""
+        return self._frames_taken + self.frames
 
     @property
     def over_high_water(self) -> bool:
@@ -293,6 +303,7 @@ class FrameWriter:
         socket = self._socket
         if socket is None or self._unsent or self._lock.locked() or not self.usable:
             return False
+        taken = self.frames
         chunks = self._take_buffer()
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -306,7 +317,9 @@ class FrameWriter:
                 sent = 0
             if sent < len(data):
                 self._unsent = data[sent:]
+                self._unsent_frames = taken
                 return False
+        self.frames_sent += taken
         return not self._eof_due
 
     def wake(self) -> None:
@@ -345,11 +358,11 @@ class FrameWriter:
 
     # -- writing -------------------------------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, after_flush: Callable[[], None] | None = None) -> None:
         """The writer task: write whatever the wake-ups ask for, until the write side is shut.
 
         Returns when websockets has shut the write side (the closing handshake is over) or the
-        writer was closed.
+        writer was closed. ``after_flush`` is called after each write that went out in full.
 
         Raises:
             TransportClosed: the stream broke.
@@ -365,6 +378,8 @@ class FrameWriter:
                     await self.flush()
                 except trio.ClosedResourceError:
                     return
+                if after_flush is not None:
+                    after_flush()
         finally:
             self._running = False
 
@@ -381,12 +396,15 @@ class FrameWriter:
                 raise trio.ClosedResourceError("this websocket is closed")
             if self._broken is not None:
                 raise self._broken
+            taken = self.frames + self._unsent_frames
             chunks = self._take_buffer()
             if self._unsent:
                 chunks.insert(0, self._unsent)
                 self._unsent = b""
+                self._unsent_frames = 0
             if chunks and not self._torn:
                 await self._send_all(b"".join(chunks) if len(chunks) > 1 else chunks[0])
+                self.frames_sent += taken
             if self._eof_due and not self._eof_sent:
                 self._eof_sent = True
                 self.usable = False
@@ -429,6 +447,7 @@ class FrameWriter:
 
     def _take_buffer(self) -> list[bytes]:
         chunks = self._protocol.data_to_send()
+        self._frames_taken += self.frames
         self.framed = 0
         self.frames = 0
         if chunks and not chunks[-1]:

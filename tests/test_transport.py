@@ -7,6 +7,7 @@ written byte by byte with websockets' own sans-I/O objects, independent of the c
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ssl
 from collections.abc import Awaitable, Callable
@@ -461,6 +462,51 @@ async def test_a_request_that_is_not_http_gets_a_400(nursery: trio.Nursery) -> N
             while chunk := await stream.receive_some():
                 answer += chunk
     assert answer.startswith(b"HTTP/1.1 400")
+
+
+# --- what was written ---------------------------------------------------------------------------
+
+
+async def test_the_writer_counts_the_frames_the_kernel_took_in_full(nursery: trio.Nursery) -> None:
+    # The dev engine's per-connection limits rely on these counts (frames_framed numbers each
+    # frame; it is out once frames_sent reaches that number), against a client that stops
+    # reading and later reads again.
+    client_reads = trio.Event()
+    counted: list[tuple[int, int]] = []
+
+    async def writer(websocket: WebSocket, request: UpgradeRequest) -> None:
+        frames = websocket.writer
+        for _ in range(3):
+            websocket.send_text(b"small")
+        assert frames.send_now()
+        counted.append((frames.frames_framed, frames.frames_sent))
+        big = b"x" * 256_000
+        while frames.send_now():  # until the kernel no longer takes everything at once
+            websocket.send_binary(big)
+        counted.append((frames.frames_framed, frames.frames_sent))
+        websocket.send_binary(big)
+        client_reads.set()
+        await frames.flush()
+        counted.append((frames.frames_framed, frames.frames_sent))
+        await websocket.aclose()
+
+    listeners = await nursery.start(
+        functools.partial(serve_websockets, writer, lambda request: None, host="127.0.0.1", port=0)
+    )
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(PATIENCE):
+        websocket = await connect_websocket(f"ws://127.0.0.1:{port}/")
+        await client_reads.wait()
+        received = 0
+        with contextlib.suppress(TransportClosed):
+            while True:
+                received += len(await websocket.receive_messages())
+        await websocket.aclose()
+    (small, stuck, flushed) = counted
+    assert small == (3, 3)
+    assert stuck[1] < stuck[0]
+    assert flushed == (stuck[0] + 1, stuck[0] + 1)
+    assert received == flushed[0]
 
 
 # --- secrets stay out of messages ---------------------------------------------------------------

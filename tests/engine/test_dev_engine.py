@@ -36,8 +36,8 @@ from iii_trio._protocol._messages import (
 )
 from iii_trio._transport import HandshakeFailed, TransportClosed, connect_websocket
 from iii_trio.testing import DevEngine, open_dev_engine, serve_dev_engine
-from iii_trio.testing._dev_engine import _WRITE_EVERY, _Server
-from iii_trio.testing._engine import EngineState
+from iii_trio.testing._dev_engine import _WRITE_EVERY, CALL_LIMIT, _Server
+from iii_trio.testing._engine import EngineState, EngineStatistics
 
 from ._raw import PATIENCE, RawWorker, http_get
 
@@ -108,19 +108,28 @@ async def wait_for_worker_event(watcher: RawWorker, event: str, worker_id: str) 
             return
 
 
-async def flood(worker: RawWorker, function_id: str) -> int:
-    """Send void calls of ``function_id`` carrying far more data than the socket buffers and the
-    engine's queue of 64 can hold (``{"seq": n, "pad": ...}``, n counting from 0); return how
-    many."""
-    count, pad = 600, "x" * 16_000
-    for start in range(0, count, 50):
+#: Calls in a flood: more than CALL_LIMIT, and far more data than the socket buffers hold.
+FLOOD_CALLS = CALL_LIMIT + 200
+
+
+async def flood(worker: RawWorker, function_id: str) -> None:
+    """Send :data:`FLOOD_CALLS` void calls of ``function_id`` of 16 KB each (``{"seq": n,
+    "pad": ...}``, n counting from 0). Blocks once the engine no longer reads ``worker``."""
+    pad = "x" * 16_000
+    for start in range(0, FLOOD_CALLS, 50):
         await worker.send(
             *(
                 InvokeFunction(function_id, data={"seq": n, "pad": pad}, action=VoidAction())
-                for n in range(start, start + 50)
+                for n in range(start, min(start + 50, FLOOD_CALLS))
             )
         )
-    return count
+
+
+async def wait_for_statistics(engine: DevEngine, check: Callable[[EngineStatistics], bool]) -> None:
+    """Wait until the engine's counts pass ``check`` (they have no event to wait on)."""
+    with trio.fail_after(PATIENCE):
+        while not check(engine.statistics()):  # noqa: ASYNC110
+            await trio.sleep(0.01)
 
 
 async def answer_calls(worker: RawWorker, *, times: int = 1) -> None:
@@ -319,20 +328,29 @@ async def test_a_worker_that_stops_reading_stalls_nobody_else(
     flooder = await connect()
     bystander = await connect()
 
-    # The engine's writer to the sleeper is stuck, yet everything else keeps flowing.
-    count = await flood(flooder, "sleeper::take")
-    with trio.fail_after(PATIENCE):
-        assert "server::echo" in str(await flooder.result("engine::functions::list", {}))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(answer_calls, server)
-            assert (await bystander.result("server::echo", {"n": 1}))["n"] == 1
-        assert engine.statistics().pending_invocations == count
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood, flooder, "sleeper::take")
+        # The engine's writer to the sleeper is stuck and the flooder is no longer read once
+        # CALL_LIMIT of its calls wait for the sleeper; everything else keeps flowing.
+        await wait_for_statistics(engine, lambda s: s.pending_invocations >= CALL_LIMIT)
+        with trio.fail_after(PATIENCE):
+            for n in range(10):
+                assert "server::echo" in str(await bystander.result("engine::functions::list", {}))
+                async with trio.open_nursery() as answering:
+                    answering.start_soon(answer_calls, server)
+                    assert (await bystander.result("server::echo", {"n": n}))["n"] == n
+                assert engine.statistics().pending_invocations <= CALL_LIMIT + _WRITE_EVERY
 
-    # Once it reads again, everything arrives, in order.
-    for expected in range(count):
-        delivered = await sleeper.receive()
-        assert isinstance(delivered, InvokeFunction)
-        assert delivered.data["seq"] == expected
+        # Once the sleeper reads and answers again, the flooder is read again: every call
+        # arrives, in order.
+        with trio.fail_after(4 * PATIENCE):
+            for expected in range(FLOOD_CALLS):
+                delivered = await sleeper.receive()
+                assert isinstance(delivered, InvokeFunction)
+                assert delivered.data["seq"] == expected
+                assert delivered.invocation_id is not None
+                await sleeper.send(InvocationResult(delivered.invocation_id, "sleeper::take"))
+    await wait_for_statistics(engine, lambda s: s.pending_invocations == 0)
 
 
 async def test_a_worker_whose_queue_is_full_is_still_read(
@@ -355,29 +373,31 @@ async def test_a_worker_whose_queue_is_full_is_still_read(
         assert delivered.invocation_id is not None
         jobs.append(delivered.invocation_id)
 
-    count = await flood(flooder, "sleeper::take")
-    with trio.fail_after(PATIENCE):
-        # A round trip behind the flood: the engine has read all of it by the time it answers.
-        assert "sleeper::take" in str(await flooder.result("engine::functions::list", {}))
-        assert engine.statistics().pending_invocations == count + 2
-        # Each answer in a read of its own: the engine must keep reading, not stop after one.
-        for job, invocation_id in enumerate(jobs, start=1):
-            await sleeper.send(InvocationResult(invocation_id, "sleeper::work", result=job))
-            answer = await caller.receive()
-            assert isinstance(answer, InvocationResult)
-            assert answer.result == job
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood, flooder, "sleeper::take")
+        # CALL_LIMIT calls of 16 KB toward the sleeper: more than the socket buffers hold.
+        await wait_for_statistics(engine, lambda s: s.pending_invocations >= CALL_LIMIT + 2)
+        with trio.fail_after(PATIENCE):
+            # Each answer in a read of its own: the engine must keep reading, not stop after one.
+            for job, invocation_id in enumerate(jobs, start=1):
+                await sleeper.send(InvocationResult(invocation_id, "sleeper::work", result=job))
+                answer = await caller.receive()
+                assert isinstance(answer, InvocationResult)
+                assert answer.result == job
+        nursery.cancel_scope.cancel()
 
 
-async def test_a_caller_that_sends_every_call_before_reading_does_not_deadlock(
+async def test_a_caller_may_send_up_to_the_call_limit_before_reading(
     engine: DevEngine, connect: Connect
 ) -> None:
-    # Results are handled in order, so the echo's connection waits while the caller's queue is
-    # full; the caller's own calls are still read, so it can finish sending and then read.
+    # A worker must keep reading (protocol.md 2.1), but one that sends a burst of calls before
+    # reading their answers still gets them all, as long as the burst stays under CALL_LIMIT:
+    # far more data than the socket buffers hold, so the engine holds the answers until then.
     echo = await connect()
     await echo.send(RegisterFunction(id="echo::back"))
     await echo.register("echo")
     caller = await connect()
-    count, pad = 600, "x" * 16_000
+    count, pad = CALL_LIMIT - 1, "x" * 16_000
     ids = [str(uuid.uuid4()) for _ in range(count)]
     with trio.fail_after(4 * PATIENCE):
         async with trio.open_nursery() as nursery:
@@ -388,7 +408,7 @@ async def test_a_caller_that_sends_every_call_before_reading_does_not_deadlock(
                         InvokeFunction(
                             "echo::back", data={"seq": n, "pad": pad}, invocation_id=ids[n]
                         )
-                        for n in range(start, start + 50)
+                        for n in range(start, min(start + 50, count))
                     )
                 )
             for n in range(count):
@@ -578,6 +598,11 @@ class CapturingOutbox:
 
     def push(self, frame: bytes) -> None:
         self.frames.append(frame)
+
+    push_answer = push
+
+    def answers_unsent(self) -> int:
+        return 0
 
     def is_closing(self) -> bool:
         return False

@@ -670,6 +670,50 @@ def test_any_connection_may_complete_a_pending_id(
     assert bystander.send(InvocationResult(CALL_ID, "math::add", result="again")) == []
 
 
+def test_calls_started_counts_every_call_a_connection_waits_on(
+    engine: Engine, pair: tuple[Worker, Worker]
+) -> None:
+    client, server = pair
+    queue = engine.worker("queue")
+    queue.send(RegisterFunction(id="engine::queue::enqueue"))
+    started = engine.state.calls_started
+    deliveries = [
+        invocation_to(client.send(InvokeFunction("math::add", data={}, **fields)), executor.id)
+        for fields, executor in (
+            ({"invocation_id": CALL_ID}, server),
+            ({"action": VoidAction()}, server),
+            ({"invocation_id": None, "action": EnqueueAction("q")}, queue),
+        )
+    ]
+    client.call("engine::functions::list", {})  # built-ins answer at once: never counted
+    assert (started(client.id), started(server.id), started(queue.id)) == (3, 0, 0)
+    assert started("not-a-connection") == 0
+    answered = deliveries[0].invocation_id
+    assert answered is not None
+    # The routing shortcut and receive() both count a call out once.
+    assert engine.state.route_result(server.id, answered, 1) is not False
+    server.send(InvocationResult(answered, "math::add", result=1))
+    assert started(client.id) == 2
+    queue.disconnect()  # an executor that leaves ends the calls waiting on it
+    assert started(client.id) == 1
+    void_id = deliveries[1].invocation_id
+    assert void_id is not None
+    server.send(InvocationResult(void_id, "math::add", result=None))
+    assert started(client.id) == 0
+
+
+def test_calls_started_ends_with_the_connection(
+    engine: Engine, pair: tuple[Worker, Worker]
+) -> None:
+    client, _ = pair
+    for _ in range(3):
+        client.send(InvokeFunction("math::add", data={}, action=VoidAction()))
+    client.send(InvokeFunction("math::add", data={}, invocation_id=CALL_ID))
+    assert engine.state.calls_started(client.id) == 4
+    client.disconnect()
+    assert engine.state.calls_started(client.id) == 0
+
+
 # --- small protocol messages ----------------------------------------------------------------------
 
 

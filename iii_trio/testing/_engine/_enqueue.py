@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from ..._protocol._messages import JSON, EnqueueAction, ErrorBody, InvokeFunction
-from ._model import DEFAULT_NAMESPACE, Caller, Output, baggage_with_function_id
+from ._model import DEFAULT_NAMESPACE, Caller, Connection, Output, baggage_with_function_id
 
 if TYPE_CHECKING:
     from ._state import EngineState
@@ -31,13 +31,15 @@ _NO_QUEUE_PROVIDER: Final = (
 
 def route_enqueue(
     engine: EngineState,
+    connection: Connection,
     message: InvokeFunction,
     action: EnqueueAction,
     caller: Caller | None,
     namespace: str,
     out: list[Output],
 ) -> None:
-    """Hand ``message`` to the queue provider; ``caller`` (if any) gets the receipt."""
+    """Hand ``message``, which ``connection`` sent, to the queue provider; ``caller`` (if any)
+    gets the receipt."""
     provider = engine.functions.get((DEFAULT_NAMESPACE, ENQUEUE_PROVIDER))
     if provider is None or provider.owner is None:
         engine.answer(caller, out, error=ErrorBody("enqueue_error", _NO_QUEUE_PROVIDER))
@@ -63,4 +65,12 @@ def route_enqueue(
         else:
             engine.answer(caller, out, result={"messageReceiptId": receipt_id})
 
-    engine.start_call(provider.owner, provider.id, request, out, caller=caller, then=give_receipt)
+    engine.start_call(
+        provider.owner,
+        provider.id,
+        request,
+        out,
+        origin=connection,
+        caller=caller,
+        then=give_receipt,
+    )

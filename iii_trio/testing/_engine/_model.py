@@ -147,6 +147,8 @@ class Connection:
     functions: set[tuple[str, str]] = attrs.Factory(set)
     trigger_types: set[tuple[str, str]] = attrs.Factory(set)
     in_flight: set[str] = attrs.Factory(set)
+    #: Calls this connection started that wait for a worker's answer (the shell's limit).
+    calls_started: int = 0
     #: Section 2.5's grace deadline while the namespace is pending.
     grace_timer: Timer | None = None
 
@@ -193,6 +195,8 @@ class Pending:
     """
 
     executor: Connection
+    #: The connection whose message started the call; ``None`` when the engine started it.
+    origin: Connection | None
     #: The connection waiting for the outcome; ``None`` for void calls and for calls the engine
     #: starts itself.
     caller: Caller | None

@@ -311,7 +311,8 @@ class EngineState:
         if traceparent is not None or baggage is not None:
             baggage = baggage_with_function_id(baggage, function_id)
         connection.in_flight.add(invocation_id)
-        self._pending[invocation_id] = Pending(executor, caller)
+        connection.calls_started += 1
+        self._pending[invocation_id] = Pending(executor, connection, caller)
         executor.in_flight.add(invocation_id)
         return executor.id, baggage
 
@@ -338,6 +339,8 @@ class EngineState:
         # The keys of _pending are canonical, so finding it proves the id was.
         del self._pending[invocation_id]
         pending.executor.in_flight.discard(invocation_id)
+        if pending.origin is not None:
+            pending.origin.calls_started -= 1
         caller = pending.caller
         if caller is None:
             return True
@@ -366,6 +369,13 @@ class EngineState:
     def next_deadline(self) -> float | None:
         """The earliest time :meth:`tick` has work to do, or ``None``."""
         return self._timers.next_deadline()
+
+    def calls_started(self, connection_id: str) -> int:
+        """How many calls ``connection_id`` started (sync, void or enqueue) are waiting for a
+        worker to answer; 0 for an unknown connection. The shell uses it to stop reading a
+        connection that has too many."""
+        connection = self.connections.get(connection_id)
+        return 0 if connection is None else connection.calls_started
 
     def namespace_state(self, connection_id: str) -> NamespaceState | None:
         """Section 2.5 state of a live connection (``None`` once it is gone)."""
@@ -530,7 +540,7 @@ class EngineState:
                 )
             return
         if type(message.action) is EnqueueAction:
-            route_enqueue(self, message, message.action, caller, namespace, out)
+            route_enqueue(self, connection, message, message.action, caller, namespace, out)
             return
         data = message.data
         if type(data) is dict:
@@ -558,7 +568,8 @@ class EngineState:
                 closed = ErrorBody("invocation_error", "channel closed")
                 self._answer_pending(earlier, out, error=closed)
             connection.in_flight.add(delivery_id)
-        self._pending[delivery_id] = Pending(executor, caller)
+        connection.calls_started += 1
+        self._pending[delivery_id] = Pending(executor, connection, caller)
         executor.in_flight.add(delivery_id)
         self._send(
             executor,
@@ -621,6 +632,8 @@ class EngineState:
         pending = self._pending.pop(invocation_id, None)
         if pending is not None:
             pending.executor.in_flight.discard(invocation_id)
+            if pending.origin is not None:
+                pending.origin.calls_started -= 1
             if pending.caller is not None:
                 pending.caller.connection.in_flight.discard(invocation_id)
         return pending
@@ -645,6 +658,7 @@ class EngineState:
         data: JSON,
         out: list[Output],
         *,
+        origin: Connection | None = None,
         caller: Caller | None = None,
         then: Continuation | None = None,
         metadata: JSON = None,
@@ -654,10 +668,14 @@ class EngineState:
         The outcome goes to ``then`` when given, else to ``caller`` (if any), once the executor
         answers; it is ``invocation_stopped`` if the executor goes away first. A ``caller``
         counts the call among its connection's active invocations, and if that connection goes
-        away first the call is forgotten: neither ``then`` nor anyone else hears of it.
+        away first the call is forgotten: neither ``then`` nor anyone else hears of it. An
+        ``origin`` is the connection whose message caused the call: it counts among the calls
+        that connection started (see :meth:`calls_started`).
         """
         delivery_id = self.new_id()
-        self._pending[delivery_id] = Pending(executor, caller, then)
+        if origin is not None:
+            origin.calls_started += 1
+        self._pending[delivery_id] = Pending(executor, origin, caller, then)
         executor.in_flight.add(delivery_id)
         if caller is not None:
             caller.connection.in_flight.add(delivery_id)
