@@ -19,6 +19,7 @@ import iii_trio
 PACKAGE_DIR = Path(iii_trio.__file__).parent
 PROTOCOL_DIR = PACKAGE_DIR / "_protocol"
 ENGINE_STATE = PACKAGE_DIR / "testing" / "_engine_state.py"
+ENGINE_CONFIG = PACKAGE_DIR / "testing" / "_config.py"
 
 # Names spec/api.md fixes, limited to those the package implements today.
 REQUIRED_NAMES = {
@@ -199,8 +200,7 @@ def _sans_io_violations(path: Path, root: Path = PACKAGE_DIR.parent) -> list[str
 
 def _sans_io_modules() -> list[Path]:
     paths = sorted(PROTOCOL_DIR.glob("*.py"))
-    if ENGINE_STATE.exists():
-        paths.append(ENGINE_STATE)
+    paths.extend(path for path in (ENGINE_STATE, ENGINE_CONFIG) if path.exists())
     return paths
 
 
