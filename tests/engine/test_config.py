@@ -314,13 +314,20 @@ def test_explicit_host_and_port_replace_the_main_listener_only() -> None:
         "  - name: iii-worker-manager\n"
         "    config: {port: 5001}\n"
     )
-    options = {"default_host": "127.0.0.1", "default_port": 0, "handshake_timeout": 10.0}
-    assert resolve_listeners(config, None, None, **options) == config.listeners
-    assert resolve_listeners(config, "127.0.0.1", 0, **options) == (
+
+    def resolve(
+        config: EngineConfig | None, host: str | None, port: int | None
+    ) -> tuple[Listener, ...]:
+        return resolve_listeners(
+            config, host, port, default_host="127.0.0.1", default_port=0, handshake_timeout=10.0
+        )
+
+    assert resolve(config, None, None) == config.listeners
+    assert resolve(config, "127.0.0.1", 0) == (
         Listener(host="127.0.0.1", port=0, handshake_timeout=0.1),
         Listener(host="127.0.0.1", port=5001, handshake_timeout=10.0),
     )
     for without_listeners in (None, parse("workers: [{name: iii-http}]\n")):
-        assert resolve_listeners(without_listeners, None, 7, **options) == (
+        assert resolve(without_listeners, None, 7) == (
             Listener(host="127.0.0.1", port=7, handshake_timeout=10.0),
         )
