@@ -5,11 +5,13 @@
     iii-trio trigger FUNCTION_PATH [key=value ...] [--json JSON] [--address HOST] [--port PORT]
                      [--timeout-ms MS] [-n NAMESPACE]
     iii-trio trigger --function-id ID [--payload JSON] [--address HOST] [--port PORT]
-    iii-trio dev [--host HOST] [--port PORT]
+    iii-trio dev [--config FILE] [--host HOST] [--port PORT]
 
 ``trigger`` behaves like the engine binary's ``iii trigger`` (payload rules, messages, exit codes:
 0 success, 1 error, 2 usage error) and also accepts the documented ``--function-id`` /
-``--payload`` spelling. ``dev`` runs the dev engine in the foreground until Ctrl-C.
+``--payload`` spelling. ``dev`` runs the dev engine in the foreground until Ctrl-C, from an iii
+engine config file if given one (``--host`` / ``--port`` override its main listener); a config
+file it cannot use is a usage error.
 
 This module is the outermost caller, so it is the one place that turns ``--timeout-ms`` into
 :func:`trio.fail_after` and that handles Ctrl-C (it receives SIGINT while trio runs and catches
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -29,7 +32,7 @@ import socket
 import sys
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import attrs
 import orjson
@@ -49,6 +52,9 @@ from ._worker import open_worker
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
+
+if TYPE_CHECKING:
+    from .testing import EngineConfig
 
 __all__ = ["main"]
 
@@ -343,11 +349,24 @@ def _dev_parser(prog: str) -> argparse.ArgumentParser:
         ),
         formatter_class=_Formatter,
     )
+    # None tells "not given" apart, so that only flags given override the config file.
     parser.add_argument(
-        "--host", default=DEFAULT_DEV_HOST, help="interface to listen on [default: %(default)s]"
+        "--config",
+        metavar="FILE",
+        help=(
+            "an iii engine config.yaml to start from: each iii-worker-manager entry is a "
+            "listener, the first one the main one (--host and --port override its address); "
+            "the log notes what the dev engine does not emulate"
+        ),
     )
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT, help="WebSocket port [default: %(default)s]"
+        "--host",
+        help=f"interface to listen on [default: the config's, else {DEFAULT_DEV_HOST}]",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        help=f"WebSocket port [default: the config's, else {DEFAULT_PORT}]",
     )
     return parser
 
@@ -599,32 +618,62 @@ async def _until_interrupted(run: Callable[[], Awaitable[int]]) -> int:
 # -- running dev -----------------------------------------------------------------------------
 
 
-async def serve_dev(host: str, port: int) -> None:
+async def serve_dev(host: str | None, port: int | None, config: EngineConfig | None = None) -> None:
     """Run the dev engine until SIGINT or SIGTERM, then shut it down cleanly."""
     from .testing import serve_dev_engine  # the dev engine is only loaded for this command
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            engine = await nursery.start(serve_dev_engine, host, port)
-            logger.info("workers connect to %s; press Ctrl-C to stop", engine.url)
+            engine = await nursery.start(
+                functools.partial(serve_dev_engine, host, port, config=config)
+            )
+            logger.info("workers connect to %s; press Ctrl-C to stop", " or ".join(engine.urls))
             received = await anext(signals)
             logger.info("%s received: stopping", signal.Signals(received).name)
             nursery.cancel_scope.cancel(reason="signal received")
 
 
 def _run_dev(args: argparse.Namespace, stderr: TextIO) -> int:
+    from .testing import ConfigError, load_config  # the dev engine is only loaded for this command
+    from .testing._config import resolve_listeners
+
+    config = None
+    if args.config is not None:
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            _error(stderr, str(exc))
+            return 2
+        except OSError as exc:
+            _error(stderr, f"cannot read the config file {args.config}: {exc.strerror or exc}")
+            return 2
+    host: str | None = args.host
+    port: int | None = args.port
+    if config is None or not config.listeners:
+        # The CLI's own defaults, where the engine would listen without a file.
+        host = DEFAULT_DEV_HOST if host is None else host
+        port = DEFAULT_PORT if port is None else port
     handler = logging.StreamHandler(stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        trio.run(serve_dev, args.host, args.port)
+        trio.run(serve_dev, host, port, config)
     except (OSError, BaseExceptionGroup) as exc:
         failure = _only_leaf(exc, OSError)
         if failure is None:
             raise
-        _error(stderr, f"cannot serve the dev engine on {args.host}:{args.port}: {failure}")
+        listeners = resolve_listeners(
+            config,
+            host,
+            port,
+            default_host=DEFAULT_DEV_HOST,
+            default_port=DEFAULT_PORT,
+            handshake_timeout=0,  # (not part of the message)
+        )
+        where = ", ".join(f"{listener.host}:{listener.port}" for listener in listeners)
+        _error(stderr, f"cannot serve the dev engine on {where}: {failure}")
         return 1
     finally:
         root.removeHandler(handler)

@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,10 @@ def _child_env() -> dict[str, str]:
     }
     env["OTEL_ENABLED"] = "false"
     env["PATH"] = f"{CLI.parent}{os.pathsep}{env.get('PATH', '')}"
+    # The children import the iii_trio under test, whichever checkout the script was installed
+    # from.
+    tested = str(Path(iii_trio.__file__).parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [tested, env.get("PYTHONPATH")]))
     return env
 
 
@@ -126,20 +130,26 @@ class Output:
 
 
 @asynccontextmanager
-async def dev_engine_process() -> AsyncIterator[tuple[trio.Process, Output, int]]:
-    """``iii-trio dev`` on a free port: the process, its log (stderr) and the port.
+async def dev_engine_process(
+    *options: str, port: int | None = None, env: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[trio.Process, Output, int]]:
+    """``iii-trio dev OPTIONS`` on a free port: the process, its log (stderr) and the port.
 
-    Killed on the way out if the test did not stop it.
+    Without ``port``, ``--port`` a free one is added to the options; with it, the options must
+    make the dev engine listen there. ``env`` adds to the child's environment. Killed on the way
+    out if the test did not stop it.
     """
-    port = free_port()
+    if port is None:
+        port = free_port()
+        options = (*options, "--port", str(port))
     async with trio.open_nursery() as nursery:
         dev: trio.Process = await nursery.start(
             functools.partial(
                 trio.run_process,
-                [str(CLI), "dev", "--port", str(port)],
+                [str(CLI), "dev", *options],
                 stderr=subprocess.PIPE,
                 check=False,
-                env=ENV,
+                env={**ENV, **(env or {})},
             )
         )
         try:
@@ -693,3 +703,71 @@ async def test_dev_port_in_use() -> None:
     assert ran.returncode == 1
     assert ran.stderr.startswith(f"Error: cannot serve the dev engine on 127.0.0.1:{port}: ")
     assert "Traceback" not in ran.stderr
+
+
+# -- subprocess: iii-trio dev --config ---------------------------------------------------------
+
+DEV_CONFIG = """\
+workers:
+  - name: iii-worker-manager
+    config:
+      port: ${DEV_PORT:0}
+  - name: iii-state                 # not emulated: noted, not an error
+    config: {adapter: {name: kv}}
+"""
+
+
+async def test_dev_serves_the_listener_of_a_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(DEV_CONFIG, encoding="utf-8")
+    port = free_port()
+    process = dev_engine_process("--config", str(config), port=port, env={"DEV_PORT": str(port)})
+    async with process as (dev, log, _):
+        ran = await trigger(port, "engine::functions::list")
+        assert (ran.returncode, ran.stdout) == (0, pretty({"functions": []}))
+        dev.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            await dev.wait()
+    assert dev.returncode == 0
+    assert "Traceback" not in log.text
+    assert log.text.count("config: worker 'iii-state' is not emulated by the dev engine") == 1
+
+
+async def test_dev_flags_override_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(DEV_CONFIG, encoding="utf-8")
+    from_file, from_flag = free_port(), free_port()
+    options = ("--config", str(config), "--port", str(from_flag))
+    process = dev_engine_process(*options, port=from_flag, env={"DEV_PORT": str(from_file)})
+    async with process as (dev, log, _):
+        dev.send_signal(signal.SIGINT)
+        with trio.fail_after(10):
+            await dev.wait()
+    assert dev.returncode == 0
+    assert f"127.0.0.1:{from_file}" not in log.text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, "cannot read the config file {path}: No such file or directory"),
+        ("workers: [\n", "{path}: invalid YAML at line 2, column 1: "),
+        ("workers:\n  - name: ${NO_SUCH_VARIABLE}\n", "{path}: environment variable 'NO_SUCH"),
+        (
+            "workers:\n  - name: iii-worker-manager\n    config: {port: abc}\n",
+            "{path}: workers[0].config.port: expected an integer from 0 to 65535, got a string",
+        ),
+    ],
+    ids=["missing", "yaml", "variable", "port"],
+)
+async def test_dev_with_a_bad_config_file_is_a_usage_error(
+    tmp_path: Path, text: str | None, problem: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    ran = await cli("dev", "--config", str(path))
+    assert ran.returncode == 2
+    assert ran.stderr.startswith("Error: " + problem.format(path=path))
+    assert ran.stderr.count("\n") == 1
+    assert ran.stdout == ""

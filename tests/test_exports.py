@@ -19,6 +19,7 @@ import iii_trio
 PACKAGE_DIR = Path(iii_trio.__file__).parent
 PROTOCOL_DIR = PACKAGE_DIR / "_protocol"
 ENGINE_CORE_DIR = PACKAGE_DIR / "testing" / "_engine"
+ENGINE_CONFIG = PACKAGE_DIR / "testing" / "_config.py"
 
 # Names spec/api.md fixes, limited to those the package implements today.
 REQUIRED_NAMES = {
@@ -203,7 +204,11 @@ def _sans_io_violations(path: Path, root: Path = PACKAGE_DIR.parent) -> list[str
 
 
 def _sans_io_modules() -> list[Path]:
-    return sorted(PROTOCOL_DIR.glob("*.py")) + sorted(ENGINE_CORE_DIR.glob("*.py"))
+    return [
+        *sorted(PROTOCOL_DIR.glob("*.py")),
+        *sorted(ENGINE_CORE_DIR.glob("*.py")),
+        ENGINE_CONFIG,
+    ]
 
 
 def test_sans_io_packages_have_modules_to_check() -> None:
@@ -215,6 +220,7 @@ def test_sans_io_packages_have_modules_to_check() -> None:
         "testing/_engine/__init__.py",
         "testing/_engine/_state.py",
         "testing/_engine/_timers.py",
+        "testing/_config.py",
     } <= names
 
 

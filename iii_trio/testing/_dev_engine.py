@@ -82,7 +82,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Final, NoReturn, final
 
@@ -111,6 +111,12 @@ from .._transport import (
     serve_websockets,
 )
 from .._version import __version__
+from ._config import (
+    DEFAULT_LISTENER_HOST,
+    EngineConfig,
+    read_config,
+    resolve_listeners,
+)
 from ._engine import (
     BASELINE_ENGINE_VERSION,
     CloseConnection,
@@ -127,7 +133,14 @@ from ._engine import (
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["OUTBOX_CAPACITY", "DevEngine", "open_dev_engine", "serve_dev_engine"]
+__all__ = [
+    "DEV_ENGINE_VERSION",
+    "OUTBOX_CAPACITY",
+    "DevEngine",
+    "load_config",
+    "open_dev_engine",
+    "serve_dev_engine",
+]
 
 logger = logging.getLogger("iii_trio.dev_engine")
 
@@ -138,6 +151,8 @@ CALL_LIMIT: Final = 1024
 #: The engine's limit for a client to finish sending its upgrade request.
 HANDSHAKE_TIMEOUT: Final = 10.0
 DEFAULT_NAMESPACE_GRACE: Final = 5.0
+#: The version the dev engine reports, and what ``__III_ENGINE_VERSION__`` stands for in a config.
+DEV_ENGINE_VERSION: Final = f"{BASELINE_ENGINE_VERSION}+iii-trio.{__version__}"
 _ABORT_GRACE: Final = 1.0
 _TELEMETRY_PREFIXES: Final = (b"OTLP", b"MTRC", b"LOGS")
 _JSON_WHITESPACE: Final = frozenset(b" \t\r\n")
@@ -156,9 +171,11 @@ class DevEngine:
     """A running dev engine, as yielded by :func:`open_dev_engine`.
 
     Attributes:
-        url: the worker WebSocket URL, ``ws://HOST:PORT``.
-        host: the address it listens on.
-        port: the port it listens on (the real one when 0 was asked for).
+        url: the worker WebSocket URL of the main listener, ``ws://HOST:PORT``.
+        host: the address the main listener is bound to.
+        port: the main listener's port (the real one when 0 was asked for).
+        urls: the URLs of every listener, the main one first: one per ``iii-worker-manager``
+            entry of the config file, or just :attr:`url`. All of them serve the same engine.
         http_url: the REST API's URL; always ``None`` until the dev engine grows the HTTP
             trigger, which is what serves that API.
     """
@@ -166,16 +183,14 @@ class DevEngine:
     def __init__(
         self,
         *,
-        host: str,
-        port: int,
+        addresses: Sequence[tuple[str, int]],
         state: EngineState,
         serve_stream: Callable[[trio.abc.Stream], Awaitable[None]],
         nursery: trio.Nursery,
     ) -> None:
-        self.host = host
-        self.port = port
-        url_host = f"[{host}]" if ":" in host else host
-        self.url = f"ws://{url_host}:{port}"
+        self.host, self.port = addresses[0]
+        self.urls = tuple(_websocket_url(host, port) for host, port in addresses)
+        self.url = self.urls[0]
         self.http_url: str | None = None
         self._state = state
         self._serve_stream = serve_stream
@@ -198,12 +213,39 @@ class DevEngine:
         return f"<DevEngine {self.url}>"
 
 
+def _websocket_url(host: str, port: int) -> str:
+    url_host = f"[{host}]" if ":" in host else host
+    return f"ws://{url_host}:{port}"
+
+
+def load_config(
+    path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+) -> EngineConfig:
+    """Read an iii engine config file (the engine's ``config.yaml`` format) for
+    :func:`open_dev_engine`'s ``config=``.
+
+    ``${VAR}`` placeholders read ``environ``, by default :data:`os.environ`. Reading a file
+    once and passing the result to several engines saves reading it again; passing the path
+    is the same otherwise.
+
+    Raises:
+        ConfigError: the file is not a valid config; the message names the file and the key.
+        OSError: the file cannot be read.
+    """
+    return read_config(
+        path,
+        environ=os.environ if environ is None else environ,
+        engine_version=DEV_ENGINE_VERSION,
+    )
+
+
 @asynccontextmanager
 async def open_dev_engine(
     *,
-    host: str = "127.0.0.1",
-    port: int = 0,
+    host: str | None = None,
+    port: int | None = None,
     http_port: None = None,
+    config: str | os.PathLike[str] | EngineConfig | None = None,
     namespace_grace: float | None = None,
 ) -> AsyncIterator[DevEngine]:
     """Run an in-process iii engine on a loopback port for the duration of the block.
@@ -216,28 +258,45 @@ async def open_dev_engine(
                 ...
 
     Args:
-        host: address to listen on.
-        port: port to listen on; 0 picks a free one (see :attr:`DevEngine.port`).
+        host: address of the main listener; ``None`` means the config file's, else
+            ``"127.0.0.1"``.
+        port: port of the main listener; 0 picks a free one (see :attr:`DevEngine.port`).
+            ``None`` means the config file's, else 0.
         http_port: reserved for the REST API, which comes with the HTTP trigger; only ``None``
             is accepted for now.
+        config: an iii engine config file (the path of a ``config.yaml``, or what
+            :func:`load_config` read from one). Each of its ``iii-worker-manager`` entries is a
+            listener, the first one the main one; ``host`` and ``port`` replace the main one's
+            address when given. Other workers are not emulated yet: each is logged once at INFO
+            and ignored.
         namespace_grace: seconds a new connection's registrations wait for
             ``engine::workers::register`` before they go to namespace ``default``. Defaults to
-            ``$III_NAMESPACE_GRACE_MS`` (milliseconds) or 5 s, as in the engine.
+            ``$III_NAMESPACE_GRACE_MS`` (milliseconds), else the config's
+            ``registration_namespace_grace_ms``, else 5 s, as in the engine.
 
-    Entering blocks until the port is listening. Leaving drops every connection without a
-    close frame, as the engine does on shutdown, and cancels all of the engine's tasks; it
+    Entering blocks until every listener is listening. Leaving drops every connection without
+    a close frame, as the engine does on shutdown, and cancels all of the engine's tasks; it
     takes well under a second and nothing outlives the block.
 
     Raises:
-        TypeError: ``http_port`` is not ``None``.
-        OSError: the address cannot be bound.
+        TypeError: ``http_port`` is not ``None``, or ``config`` is neither a path nor an
+            :class:`EngineConfig`.
+        ConfigError: the config file is not valid; the message names the file and the key.
+        OSError: the config file cannot be read, or an address cannot be bound.
     """
     if http_port is not None:
         raise TypeError("open_dev_engine(http_port=...) is not supported yet: use None")
+    _check_config_argument(config)
     try:
         async with trio.open_nursery() as nursery:
             engine: DevEngine = await nursery.start(
-                functools.partial(serve_dev_engine, host, port, namespace_grace=namespace_grace)
+                functools.partial(
+                    serve_dev_engine,
+                    host,
+                    port,
+                    config=config,
+                    namespace_grace=namespace_grace,
+                )
             )
             try:
                 yield engine
@@ -248,54 +307,77 @@ async def open_dev_engine(
 
 
 async def serve_dev_engine(
-    host: str,
-    port: int,
+    host: str | None = None,
+    port: int | None = None,
     *,
+    config: str | os.PathLike[str] | EngineConfig | None = None,
     namespace_grace: float | None = None,
     task_status: trio.TaskStatus[DevEngine] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
-    """Serve the dev engine on ``host:port`` until cancelled.
+    """Serve the dev engine on ``host:port`` (and the config file's other listeners) until
+    cancelled.
 
     Start it with ``await nursery.start(serve_dev_engine, host, port)``, which returns the
-    :class:`DevEngine` once the port is listening. Each worker connecting, registering and
-    leaving is logged at INFO on the ``iii_trio.dev_engine`` logger. ``namespace_grace`` is as
+    :class:`DevEngine` once every listener is listening. Each worker connecting, registering
+    and leaving is logged at INFO on the ``iii_trio.dev_engine`` logger. The arguments are as
     for :func:`open_dev_engine`.
 
     Cancellation:
         Every connection is dropped without a close frame and every task ends.
     """
-    state = EngineState(
-        grace=_namespace_grace(namespace_grace),
-        version=f"{BASELINE_ENGINE_VERSION}+iii-trio.{__version__}",
-        started_at_ms=_unix_ms(),
+    _check_config_argument(config)
+    if config is None or isinstance(config, EngineConfig):
+        engine_config = config
+    else:
+        engine_config = await trio.to_thread.run_sync(load_config, config)
+    listeners = resolve_listeners(
+        engine_config,
+        host,
+        port,
+        default_host=DEFAULT_LISTENER_HOST,
+        default_port=0,
+        handshake_timeout=HANDSHAKE_TIMEOUT,
     )
+    grace = _namespace_grace(
+        namespace_grace, None if engine_config is None else engine_config.namespace_grace_ms
+    )
+    if engine_config is not None:
+        for note in engine_config.notes:
+            logger.info("%s", note)
+    state = EngineState(grace=grace, version=DEV_ENGINE_VERSION, started_at_ms=_unix_ms())
     server = _Server(state)
     async with trio.open_nursery() as nursery:
-        listeners: list[trio.SocketListener] = await nursery.start(
-            functools.partial(
-                serve_websockets,
-                server.handle,
-                server.route,
-                host=host,
-                port=port,
-                handshake_timeout=HANDSHAKE_TIMEOUT,
-                check_text=False,  # every frame is parsed by orjson: see _route_frames
+        addresses: list[tuple[str, int]] = []
+        bound: list[str] = []
+        # One server per listener, all feeding the same engine: where a worker connects
+        # makes no difference to what it sees (no RBAC or middleware yet).
+        for listener in listeners:
+            sockets: list[trio.SocketListener] = await nursery.start(
+                functools.partial(
+                    serve_websockets,
+                    server.handle,
+                    server.route,
+                    host=listener.host,
+                    port=listener.port,
+                    handshake_timeout=listener.handshake_timeout,
+                    check_text=False,  # every frame is parsed by orjson: see _route_frames
+                )
             )
-        )
+            bound_port = sockets[0].socket.getsockname()[1]
+            addresses.append((listener.host, bound_port))
+            bound.extend(each.socket.getsockname()[0] for each in sockets)
+            logger.info("dev engine listening on %s:%s", listener.host, bound_port)
         nursery.start_soon(server.run_timers)
-        bound_port = listeners[0].socket.getsockname()[1]
-        logger.info("dev engine listening on %s:%s", host, bound_port)
-        warn_if_exposed([listener.socket.getsockname()[0] for listener in listeners])
+        warn_if_exposed(bound)
         task_status.started(
             DevEngine(
-                host=host,
-                port=bound_port,
+                addresses=addresses,
                 state=state,
                 serve_stream=functools.partial(
                     serve_websocket_stream,
                     handler=server.handle,
                     route=server.route,
-                    handshake_timeout=HANDSHAKE_TIMEOUT,
+                    handshake_timeout=listeners[0].handshake_timeout,
                     check_text=False,
                 ),
                 nursery=nursery,
@@ -303,6 +385,14 @@ async def serve_dev_engine(
         )
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_config_argument(config: object) -> None:
+    if config is not None and not isinstance(config, str | os.PathLike | EngineConfig):
+        raise TypeError(
+            "config must be the path of an engine config file or an EngineConfig, "
+            f"got {type(config).__name__}"
+        )
 
 
 def warn_if_exposed(addresses: list[str]) -> None:
@@ -325,7 +415,10 @@ def _is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
-def _namespace_grace(explicit: float | None) -> float:
+def _namespace_grace(explicit: float | None, configured_ms: int | None = None) -> float:
+    """The namespace grace in seconds: ``explicit``, else ``$III_NAMESPACE_GRACE_MS``, else the
+    config file's ``configured_ms``, else the engine's 5 s (the engine's order, protocol.md
+    2.5)."""
     if explicit is not None:
         if explicit < 0:
             raise ValueError(f"namespace_grace must be >= 0, got {explicit!r}")
@@ -340,6 +433,8 @@ def _namespace_grace(explicit: float | None) -> float:
             if milliseconds >= 0:
                 return milliseconds / 1000
             logger.warning("ignoring negative III_NAMESPACE_GRACE_MS=%r", configured)
+    if configured_ms is not None:
+        return configured_ms / 1000
     return DEFAULT_NAMESPACE_GRACE
 
 

@@ -8,6 +8,7 @@ import logging
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -445,13 +446,18 @@ async def test_a_name_conflict_is_rejected_then_closed(engine: DevEngine, connec
     await wait_for_worker_event(watcher, "worker_disconnected", newcomer.worker_id)
 
 
-@pytest.mark.parametrize("source", ["argument", "environment"])
+@pytest.mark.parametrize("source", ["argument", "environment", "config file"])
 async def test_namespace_grace_is_configurable(
-    monkeypatch: pytest.MonkeyPatch, source: str
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str
 ) -> None:
     if source == "environment":
         monkeypatch.setenv("III_NAMESPACE_GRACE_MS", "100")
         context = open_dev_engine()
+    elif source == "config file":
+        monkeypatch.delenv("III_NAMESPACE_GRACE_MS", raising=False)  # it would win
+        config = tmp_path / "config.yaml"
+        config.write_text("registration_namespace_grace_ms: 100\n", encoding="utf-8")
+        context = open_dev_engine(config=config)
     else:
         monkeypatch.setenv("III_NAMESPACE_GRACE_MS", "999999")
         context = open_dev_engine(namespace_grace=0.1)
