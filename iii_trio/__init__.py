@@ -24,6 +24,8 @@ from ._types import Backoff as Backoff
 from ._types import ConnectionState as ConnectionState
 from ._types import FunctionInfo as FunctionInfo
 from ._types import JSONValue as JSONValue
+from ._types import TriggerInfo as TriggerInfo
+from ._types import TriggerTypeInfo as TriggerTypeInfo
 from ._types import WorkerInfo as WorkerInfo
 from ._version import __version__ as __version__
 from ._worker import FunctionRef as FunctionRef
@@ -44,7 +46,9 @@ __all__ = [
     "JSONValue",
     "ProtocolError",
     "RegistrationRejected",
+    "TriggerInfo",
     "TriggerRegistrationError",
+    "TriggerTypeInfo",
     "Worker",
     "WorkerInfo",
     "__version__",

@@ -13,6 +13,8 @@ __all__ = [
     "ConnectionState",
     "FunctionInfo",
     "JSONValue",
+    "TriggerInfo",
+    "TriggerTypeInfo",
     "WorkerInfo",
 ]
 
@@ -92,8 +94,55 @@ class FunctionInfo:
 
 
 @attrs.frozen
+class TriggerTypeInfo:
+    """A trigger type as the engine lists it (``engine::triggers::list`` / ``::info``).
+
+    Attributes:
+        id: the type's id (``http``, ``cron``, ``webhook``...).
+        description: what it does, as its provider registered it.
+        namespace: the namespace its provider serves.
+        worker_name: the providing worker's name (for the engine's own types, the built-in
+            worker that provides them).
+        configuration_schema: JSON Schema of a binding's ``config`` (``trigger_request_format``).
+        request_schema: JSON Schema of the payload a fire delivers (``call_request_format``).
+        instance_count: how many live bindings use it.
+    """
+
+    id: str
+    description: str = ""
+    namespace: str = "default"
+    worker_name: str | None = None
+    configuration_schema: JSONValue = None
+    request_schema: JSONValue = None
+    instance_count: int = 0
+
+
+@attrs.frozen
+class TriggerInfo:
+    """A registered trigger (a binding of a function to a trigger type), as the engine lists it
+    (``engine::registered-triggers::list``).
+
+    Attributes:
+        id: the binding's id.
+        trigger_type: the trigger type it uses.
+        function_id: the function it calls when it fires.
+        config: its configuration, as registered.
+        worker_name: the registering worker's name, else the function id's first ``::`` segment.
+    """
+
+    id: str
+    trigger_type: str
+    function_id: str
+    config: JSONValue = None
+    worker_name: str | None = None
+
+
+@attrs.frozen
 class WorkerInfo:
-    """A connected worker as the engine lists it (``engine::workers::list``)."""
+    """A connected worker as the engine lists it (``engine::workers::list``); ``functions``
+    comes from ``engine::workers::info`` and stays empty for a worker without a name, which
+    the engine cannot describe.
+    """
 
     id: str
     name: str | None = None

@@ -53,7 +53,15 @@ from ._protocol._messages import (
 )
 from ._protocol._registry import ConnectionIdentity, Registry
 from ._transport import StreamOpener
-from ._types import Backoff, ConnectionState, FunctionInfo, JSONValue, WorkerInfo
+from ._types import (
+    Backoff,
+    ConnectionState,
+    FunctionInfo,
+    JSONValue,
+    TriggerInfo,
+    TriggerTypeInfo,
+    WorkerInfo,
+)
 from ._version import __version__
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -538,10 +546,71 @@ class Worker:
         return entries
 
     async def list_workers(self) -> list[WorkerInfo]:
-        """Every worker the engine lists (``engine::workers::list``)."""
+        """Every worker the engine lists (``engine::workers::list``), each with the ids of its
+        functions (``engine::workers::info``, asked once per named worker)."""
         listing = await self.trigger("engine::workers::list", {})
         workers = listing.get("workers", []) if isinstance(listing, dict) else []
-        return [_worker_info(entry) for entry in workers]
+        infos = []
+        for entry in workers:
+            functions: tuple[str, ...] = ()
+            if entry.get("name") is not None:
+                functions = await self._worker_functions(entry["name"], entry.get("namespace"))
+            infos.append(_worker_info(entry, functions))
+        return infos
+
+    async def _worker_functions(self, name: str, namespace: str | None) -> tuple[str, ...]:
+        try:
+            detail = await self.trigger(
+                "engine::workers::info", {"name": name, "namespace": namespace}
+            )
+        except InvocationError:
+            return ()  # it left between the two calls
+        summaries = detail.get("functions", []) if isinstance(detail, dict) else []
+        return tuple(summary["function_id"] for summary in summaries)
+
+    async def list_trigger_types(self) -> list[TriggerTypeInfo]:
+        """Every trigger type the engine lists (``engine::triggers::list``; the engine's own
+        ``engine::*`` types are left out, as the engine does), with their schemas and binding
+        counts (``engine::triggers::info``, asked once per type)."""
+        listing = await self.trigger("engine::triggers::list", {})
+        summaries = listing.get("triggers", []) if isinstance(listing, dict) else []
+        infos = []
+        for summary in summaries:
+            namespace = summary.get("namespace") or "default"
+            try:
+                detail = await self.trigger(
+                    "engine::triggers::info", {"id": summary["id"], "namespace": namespace}
+                )
+            except InvocationError:
+                detail = summary  # its provider left between the two calls
+            infos.append(
+                TriggerTypeInfo(
+                    id=summary["id"],
+                    description=summary.get("description") or "",
+                    namespace=namespace,
+                    worker_name=summary.get("worker_name"),
+                    configuration_schema=detail.get("configuration_schema"),
+                    request_schema=detail.get("request_schema"),
+                    instance_count=detail.get("instance_count") or 0,
+                )
+            )
+        return infos
+
+    async def list_triggers(self) -> list[TriggerInfo]:
+        """Every registered trigger the engine lists (``engine::registered-triggers::list``:
+        live bindings, those of ``engine::*`` functions left out, as the engine does)."""
+        listing = await self.trigger("engine::registered-triggers::list", {})
+        entries = listing.get("registered_triggers", []) if isinstance(listing, dict) else []
+        return [
+            TriggerInfo(
+                id=entry["id"],
+                trigger_type=entry["trigger_type"],
+                function_id=entry["function_id"],
+                config=entry.get("config"),
+                worker_name=entry.get("worker_name"),
+            )
+            for entry in entries
+        ]
 
 
 def _invocation_error(function_id: str, invocation_id: str, error: ErrorBody) -> InvocationError:
@@ -554,8 +623,7 @@ def _invocation_error(function_id: str, invocation_id: str, error: ErrorBody) ->
     )
 
 
-def _worker_info(entry: Mapping[str, Any]) -> WorkerInfo:
-    functions = entry.get("functions") or ()
+def _worker_info(entry: Mapping[str, Any], functions: tuple[str, ...]) -> WorkerInfo:
     return WorkerInfo(
         id=entry["id"],
         name=entry.get("name"),
@@ -566,7 +634,7 @@ def _worker_info(entry: Mapping[str, Any]) -> WorkerInfo:
         status=entry.get("status", "connected"),
         connected_at_ms=entry.get("connected_at_ms") or 0,
         function_count=entry.get("function_count") or 0,
-        functions=tuple(functions),
+        functions=functions,
         active_invocations=entry.get("active_invocations") or 0,
         namespace=entry.get("namespace") or "default",
         description=entry.get("description"),

@@ -30,6 +30,8 @@ REQUIRED_NAMES = {
     "ConnectionState",
     "FunctionInfo",
     "WorkerInfo",
+    "TriggerTypeInfo",
+    "TriggerInfo",
     "Context",
     "get_context",
     "use_context",

@@ -212,6 +212,8 @@ WORKER_API = {
     "register_service",
     "list_functions",
     "list_workers",
+    "list_trigger_types",
+    "list_triggers",
 }
 
 

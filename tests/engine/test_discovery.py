@@ -1,0 +1,119 @@
+"""Discovery through an iii_trio worker: the engine's listings as api.md's value types.
+
+The trigger-type provider here is a raw worker: it registers the type with the protocol's own
+message, as any SDK's provider does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+import iii_trio
+from iii_trio._protocol._messages import RegisterTrigger, RegisterTriggerType
+from iii_trio.testing import DevEngine, open_dev_engine
+
+from ._raw import RawWorker
+
+WEBHOOK_CONFIG = {"type": "object", "properties": {"url": {"type": "string"}}}
+WEBHOOK_CALL = {"type": "object", "properties": {"body": {}}}
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[DevEngine]:
+    async with open_dev_engine() as running:
+        yield running
+
+
+async def provider(engine: DevEngine) -> RawWorker:
+    hooks = await RawWorker.connect(engine.url)
+    await hooks.register("hooks")
+    await hooks.send(
+        RegisterTriggerType(
+            id="webhook",
+            description="Calls a function for each POST to a URL",
+            trigger_request_format=WEBHOOK_CONFIG,
+            call_request_format=WEBHOOK_CALL,
+        )
+    )
+    return hooks
+
+
+async def test_workers_are_listed_with_their_functions(engine: DevEngine) -> None:
+    async with (
+        iii_trio.open_worker(engine.url, name="maths") as maths,
+        iii_trio.open_worker(engine.url, name="lister") as lister,
+    ):
+        maths.register_function("math::add", lambda payload: 0)
+        maths.register_function("math::mul", lambda payload: 0)
+        await maths.wait_registered()
+        workers = {info.name: info for info in await lister.list_workers()}
+    assert sorted(workers["maths"].functions) == ["math::add", "math::mul"]
+    assert workers["maths"].function_count == 2
+    assert workers["lister"].functions == ()
+    # The engine's own workers are listed too, with what they provide.
+    assert "engine::functions::list" in workers["iii-engine-functions"].functions
+
+
+async def test_a_worker_without_a_name_is_listed_without_functions(engine: DevEngine) -> None:
+    anonymous = await RawWorker.connect(engine.url)
+    assert await anonymous.result("engine::workers::register", {"pid": 7}) == {"success": True}
+    async with iii_trio.open_worker(engine.url, name="lister") as lister:
+        (listed,) = [info for info in await lister.list_workers() if info.id == anonymous.worker_id]
+    assert listed.name is None
+    assert listed.functions == ()
+    await anonymous.aclose()
+
+
+async def test_trigger_types_are_listed_with_schemas_and_binding_counts(
+    engine: DevEngine,
+) -> None:
+    hooks = await provider(engine)
+    async with iii_trio.open_worker(engine.url, name="lister") as lister:
+        lister.register_function("site::on-post", lambda payload: None)
+        await lister.wait_registered()
+        (webhook,) = await lister.list_trigger_types()
+        assert webhook == iii_trio.TriggerTypeInfo(
+            id="webhook",
+            description="Calls a function for each POST to a URL",
+            namespace="default",
+            worker_name="hooks",
+            configuration_schema=WEBHOOK_CONFIG,
+            request_schema=WEBHOOK_CALL,
+            instance_count=0,
+        )
+        await hooks.send(
+            RegisterTrigger(
+                id="b-1",
+                trigger_type="webhook",
+                function_id="site::on-post",
+                config={"url": "/posts"},
+            )
+        )
+        await hooks.receive()  # the engine hands the binding to its provider
+        (webhook,) = await lister.list_trigger_types()
+        assert webhook.instance_count == 1
+    await hooks.aclose()
+
+
+async def test_registered_triggers_are_listed(engine: DevEngine) -> None:
+    hooks = await provider(engine)
+    await hooks.send(
+        RegisterTrigger(
+            id="b-1", trigger_type="webhook", function_id="site::on-post", config={"url": "/a"}
+        ),
+        # No provider for this type: parked, so not listed.
+        RegisterTrigger(id="b-2", trigger_type="nobody", function_id="site::x", config=None),
+    )
+    async with iii_trio.open_worker(engine.url, name="lister") as lister:
+        assert await lister.list_triggers() == [
+            iii_trio.TriggerInfo(
+                id="b-1",
+                trigger_type="webhook",
+                function_id="site::on-post",
+                config={"url": "/a"},
+                worker_name="hooks",
+            )
+        ]
+    await hooks.aclose()
