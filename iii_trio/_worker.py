@@ -15,6 +15,7 @@ Task tree::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -38,7 +39,7 @@ from ._dispatch import (
     serve_invocation,
     to_json_value,
 )
-from ._exceptions import InvocationError, RegistrationRejected
+from ._exceptions import ConnectionLost, InvocationError, RegistrationRejected
 from ._groups import raise_collapsed
 from ._protocol._codec import encode, encode_call, encode_json
 from ._protocol._ids import new_invocation_id
@@ -217,10 +218,13 @@ class Worker:
             raise trio.ClosedResourceError("this worker's open_worker() block has exited")
 
     def _send_if_connected(self, message: Message) -> None:
-        # While disconnected the registry holds it; the next connection replays it.
-        session = self._link.session
-        if session is not None and session.ended_because is None:
-            session.send(message)
+        # While disconnected the registry holds it; the next connection replays it. A session
+        # still in its handshake has taken its replay snapshot already: it is sent there too.
+        session = self._link.open_session
+        if session is not None:
+            # A connection that broke unnoticed: the next one replays the registry.
+            with contextlib.suppress(ConnectionLost):
+                session.send(message)
 
     def _unregister_function(self, function_id: str) -> None:
         owner = self._owner
