@@ -27,6 +27,7 @@ from ._types import JSONValue as JSONValue
 from ._types import WorkerInfo as WorkerInfo
 from ._version import __version__ as __version__
 from ._worker import FunctionRef as FunctionRef
+from ._worker import TriggerRef as TriggerRef
 from ._worker import Worker as Worker
 from ._worker import open_worker as open_worker
 
@@ -44,6 +45,7 @@ __all__ = [
     "JSONValue",
     "ProtocolError",
     "RegistrationRejected",
+    "TriggerRef",
     "TriggerRegistrationError",
     "Worker",
     "WorkerInfo",
