@@ -29,6 +29,7 @@ from ._types import TriggerTypeInfo as TriggerTypeInfo
 from ._types import WorkerInfo as WorkerInfo
 from ._version import __version__ as __version__
 from ._worker import FunctionRef as FunctionRef
+from ._worker import TriggerRef as TriggerRef
 from ._worker import Worker as Worker
 from ._worker import open_worker as open_worker
 
@@ -47,6 +48,7 @@ __all__ = [
     "ProtocolError",
     "RegistrationRejected",
     "TriggerInfo",
+    "TriggerRef",
     "TriggerRegistrationError",
     "TriggerTypeInfo",
     "Worker",

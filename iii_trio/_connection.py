@@ -621,6 +621,15 @@ class EngineLink:
         return self._session if self._state is ConnectionState.CONNECTED else None
 
     @property
+    def open_session(self) -> EngineSession | None:
+        """The session registrations go to: the current one while it serves, ready or still in
+        its handshake. Its replay snapshot was taken when it became current, so whatever is
+        registered or unregistered after that must be sent to it, or the engine would not hear
+        of it before the next connection."""
+        session = self._session
+        return session if session is not None and session.ended_because is None else None
+
+    @property
     def identity(self) -> ConnectionIdentity | None:
         return self._session.identity if self._session is not None else None
 

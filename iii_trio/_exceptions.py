@@ -108,13 +108,36 @@ class RegistrationRejected(IIIError):
 
 
 class TriggerRegistrationError(IIIError):
-    """The engine, or the trigger type's provider, refused a trigger binding."""
+    """The engine, or the trigger type's provider, refused a trigger binding.
 
-    def __init__(self, code: str, message: str, *, trigger_id: str | None = None) -> None:
+    Raised by :meth:`~iii_trio.Worker.register_trigger` when the engine refuses the binding at
+    once; a refusal that comes later (a worker provider's) is kept on
+    :attr:`~iii_trio.TriggerRef.rejection` instead, since nobody is waiting to be told.
+
+    Attributes:
+        code: ``INVALID_NAMESPACE``, ``FORBIDDEN``, ``trigger_registration_failed`` (a provider
+            rejected the config) or another code.
+        message: the engine's or the provider's explanation.
+        trigger_id: the binding's id.
+        trigger_type: the trigger type it was bound to.
+        function_id: the function it was to call.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        trigger_id: str | None = None,
+        trigger_type: str | None = None,
+        function_id: str | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.trigger_id = trigger_id
+        self.trigger_type = trigger_type
+        self.function_id = function_id
 
 
 class InvocationError(IIIError):

@@ -15,6 +15,7 @@ Task tree::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -38,9 +39,14 @@ from ._dispatch import (
     serve_invocation,
     to_json_value,
 )
-from ._exceptions import InvocationError, RegistrationRejected
+from ._exceptions import (
+    ConnectionLost,
+    InvocationError,
+    RegistrationRejected,
+    TriggerRegistrationError,
+)
 from ._groups import raise_collapsed
-from ._protocol._codec import encode, encode_call, encode_json
+from ._protocol._codec import encode, encode_call, encode_json, loads
 from ._protocol._ids import new_invocation_id
 from ._protocol._messages import (
     EnqueueAction,
@@ -49,6 +55,8 @@ from ._protocol._messages import (
     Message,
     RegisterFunction,
     RegisterService,
+    RegisterTrigger,
+    TriggerRegistrationResult,
     VoidAction,
 )
 from ._protocol._registry import ConnectionIdentity, Registry
@@ -67,7 +75,7 @@ from ._version import __version__
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["FunctionRef", "Worker", "open_worker"]
+__all__ = ["FunctionRef", "TriggerRef", "Worker", "open_worker"]
 
 logger = logging.getLogger("iii_trio.worker")
 
@@ -102,6 +110,40 @@ class FunctionRef:
         self._worker._unregister_function(self.id)
 
 
+@attrs.frozen
+class TriggerRef:
+    """A trigger binding made by :meth:`Worker.register_trigger`: ``trigger_type`` events call
+    ``function_id``. ``unregister()`` removes it from the engine and from replay.
+    """
+
+    id: str
+    trigger_type: str
+    function_id: str
+    _worker: Worker = attrs.field(repr=False)
+
+    @property
+    def rejection(self) -> TriggerRegistrationError | None:
+        """The refusal the engine last sent for this binding on the current connection, or None.
+
+        A refusal known when :meth:`Worker.register_trigger` returns is raised there instead;
+        this one comes later: the trigger type's provider (a worker) rejected the config, or
+        the engine refused the binding when it was replayed after a reconnect. Such a refusal
+        is also logged at WARNING on ``iii_trio.worker``. The binding stays registered and is
+        replayed on the next connection, and the engine keeps it parked: another provider of
+        the type may still take it up, which the engine does not report, so this is the last
+        word heard rather than the binding's current state.
+        """
+        return self._worker._owner.trigger_rejections.get(self.id)
+
+    def unregister(self) -> None:
+        """Remove the binding from the engine and from replay (idempotent).
+
+        Raises:
+            trio.ClosedResourceError: the worker's block has exited.
+        """
+        self._worker._unregister_trigger(self.id)
+
+
 class _SessionOwner:
     """The worker as the engine connection sees it: what to send when a connection opens, who
     serves an invocation, and what the engine refused. Internal: none of it is the public API.
@@ -113,6 +155,11 @@ class _SessionOwner:
         self.handlers: dict[str, PreparedHandler] = {}
         #: Refused registrations of the current connection, by function id.
         self.rejections: dict[str, RegistrationRejected] = {}
+        #: Refused trigger bindings of the current connection, by trigger id.
+        self.trigger_rejections: dict[str, TriggerRegistrationError] = {}
+        #: Bindings whose register_trigger() is waiting to hear whether the engine refused
+        #: them: their refusal is raised there, not logged.
+        self.confirming: set[str] = set()
         self._announcement = announcement
 
     # -- SessionOwner --------------------------------------------------------------------------
@@ -122,6 +169,7 @@ class _SessionOwner:
     ) -> tuple[InvokeFunction, list[Message]]:
         # A new connection: what the engine refused on the last one may be accepted now.
         self.rejections.clear()
+        self.trigger_rejections.clear()
         announce = InvokeFunction(
             function_id=_REGISTER_WORKER,
             data=self._announcement,
@@ -146,7 +194,38 @@ class _SessionOwner:
             self.rejections[function_id] = error
 
     def handle_message(self, session: EngineSession, message: Message) -> None:
-        logger.debug("ignoring %s: not supported by this worker", type(message).__name__)
+        if isinstance(message, TriggerRegistrationResult):
+            self._trigger_result(message)
+        else:
+            logger.debug("ignoring %s: not supported by this worker", type(message).__name__)
+
+    def _trigger_result(self, message: TriggerRegistrationResult) -> None:
+        # The engine sends these only for failures (protocol.md 3.3), for a binding this
+        # connection registered: its own refusal, or a worker provider's, forwarded.
+        binding = self.registry.trigger(message.id)
+        if message.error is None or binding is None:
+            logger.debug(
+                "ignoring a triggerregistrationresult for %s (%s)",
+                message.id,
+                "no error" if binding is not None else "not a binding of this worker",
+            )
+            return
+        error = TriggerRegistrationError(
+            message.error.code,
+            message.error.message,
+            trigger_id=binding.id,
+            trigger_type=binding.trigger_type,
+            function_id=binding.function_id,
+        )
+        self.trigger_rejections[binding.id] = error
+        if binding.id not in self.confirming:
+            logger.warning(
+                "trigger binding %s (type %r, function %r) refused: %s",
+                binding.id,
+                binding.trigger_type,
+                binding.function_id,
+                error,
+            )
 
 
 @final
@@ -225,10 +304,13 @@ class Worker:
             raise trio.ClosedResourceError("this worker's open_worker() block has exited")
 
     def _send_if_connected(self, message: Message) -> None:
-        # While disconnected the registry holds it; the next connection replays it.
-        session = self._link.session
-        if session is not None and session.ended_because is None:
-            session.send(message)
+        # While disconnected the registry holds it; the next connection replays it. A session
+        # still in its handshake has taken its replay snapshot already: it is sent there too.
+        session = self._link.open_session
+        if session is not None:
+            # A connection that broke unnoticed: the next one replays the registry.
+            with contextlib.suppress(ConnectionLost):
+                session.send(message)
 
     def _unregister_function(self, function_id: str) -> None:
         owner = self._owner
@@ -351,6 +433,107 @@ class Worker:
         rejections = self._owner.rejections
         if rejections:
             raise next(iter(rejections.values()))
+
+    # -- triggers ----------------------------------------------------------------------------
+
+    async def register_trigger(
+        self,
+        trigger_type: str,
+        function_id: str,
+        config: JSONValue,
+        *,
+        metadata: JSONValue = None,
+    ) -> TriggerRef:
+        """Bind ``function_id`` to ``trigger_type``: the type's provider calls the function
+        whenever an event matching ``config`` happens. The binding is replayed on every
+        reconnect under the same id.
+
+        ``config`` is the provider's per-binding settings (``None`` is sent as ``null``), e.g.
+        ``{"api_path": "/orders", "http_method": "POST"}`` for ``http`` or
+        ``{"expression": "0 */5 * * * *"}`` for ``cron``; ``metadata`` reaches the function as
+        the invocation's metadata every time the binding fires. Both are copied: changing them
+        afterwards changes nothing. The function is looked up in the worker's namespace.
+
+        Returns once the engine has handled the binding (after waiting for a connection if the
+        worker is reconnecting). A binding to a trigger type nobody provides yet is not an
+        error: it is parked until a provider registers the type, then started. A provider
+        that is a worker answers later: a refusal from it is logged and kept on
+        :attr:`TriggerRef.rejection`.
+
+        Cancellation: the binding is withdrawn, from the engine too if it was sent.
+
+        Raises:
+            TriggerRegistrationError: the engine refused the binding at once (for example
+                ``FORBIDDEN``, or ``trigger_registration_failed`` from one of its built-in
+                providers); nothing of it is kept.
+            TypeError: an id is not a string, or ``config`` or ``metadata`` is not JSON (NaN
+                and infinities included).
+            ValueError: ``trigger_type`` or ``function_id`` is blank.
+            trio.ClosedResourceError: the worker's block has exited.
+        """
+        self._check_open()
+        _check_id("trigger_type", trigger_type)
+        _check_id("function_id", function_id)
+        message = RegisterTrigger(
+            id=new_invocation_id(),  # a fresh UUIDv4, as the official SDKs make trigger ids
+            trigger_type=trigger_type,
+            function_id=function_id,
+            config=_json_argument("config", to_json_value, config),
+            metadata=_json_argument("metadata", None, metadata),
+            # Left out, the engine looks the function up in `default` (protocol.md 3.2), not
+            # in this worker's namespace where its own functions live; the official SDK fills
+            # it in too.
+            namespace=self._namespace,
+        )
+        owner = self._owner
+        session = self._link.session or await self._link.wait_connected()
+        # No checkpoint from here to the send: the binding goes either to this ready session
+        # or into the replay of a later one, never to both.
+        owner.registry.add_trigger(message)
+        owner.confirming.add(message.id)
+        kept = False
+        try:
+            with contextlib.suppress(ConnectionLost):
+                session.send(message)
+            await self._confirm(session)
+            refusal = owner.trigger_rejections.get(message.id)
+            if refusal is not None:
+                raise refusal
+            kept = True
+        finally:
+            owner.confirming.discard(message.id)
+            if not kept:
+                self._withdraw_trigger(message.id)
+        return TriggerRef(message.id, trigger_type, function_id, self)
+
+    async def _confirm(self, session: EngineSession) -> None:
+        """Return once the engine has handled every frame sent so far on a connection.
+
+        The engine handles a connection's frames in order and answers nothing on success, so
+        a ping's pong means a refusal decided there and then has arrived. If the connection
+        drops first, the next one replays the registry: the pong is awaited there instead.
+        """
+        while True:
+            try:
+                await session.round_trip()
+                return
+            except ConnectionLost:
+                pass
+            await session.wait_ended()
+            session = await self._link.wait_connected()
+
+    def _withdraw_trigger(self, trigger_id: str) -> None:
+        owner = self._owner
+        owner.trigger_rejections.pop(trigger_id, None)
+        message = owner.registry.remove_trigger(trigger_id)
+        # Sent even after a refusal: unregistering is idempotent, and the engine keeps a
+        # binding a provider refused parked, where a later provider could take it up.
+        if message is not None and self._link.state is not ConnectionState.CLOSED:
+            self._send_if_connected(message)
+
+    def _unregister_trigger(self, trigger_id: str) -> None:
+        self._check_open()
+        self._withdraw_trigger(trigger_id)
 
     # -- calls -------------------------------------------------------------------------------
 
@@ -564,7 +747,8 @@ class Worker:
                 "engine::workers::info", {"name": name, "namespace": namespace}
             )
         except InvocationError:
-            return ()  # it left between the two calls
+            detail = None  # it left between the two calls
+            await trio.lowlevel.checkpoint()  # the refusal may have come without one
         summaries = detail.get("functions", []) if isinstance(detail, dict) else []
         return tuple(summary["function_id"] for summary in summaries)
 
@@ -684,6 +868,23 @@ def _not_json(payload: JSONValue, metadata: JSONValue, error: TypeError) -> Type
         except TypeError as exc:
             return TypeError(f"{argument} is not JSON: {exc}")
     return TypeError(f"the call cannot be encoded as JSON: {error}")
+
+
+def _json_argument(
+    argument: str, convert: Callable[[JSONValue], JSONValue] | None, value: JSONValue
+) -> JSONValue:
+    """A copy of ``value`` (converted first, if asked) as plain JSON data, which a registration
+    keeps for its replays without sharing it with the caller.
+
+    Raises:
+        TypeError: ``value`` is not JSON; the message names ``argument``.
+    """
+    try:
+        if convert is not None:
+            value = convert(value)
+        return loads(encode_json(value))
+    except TypeError as exc:
+        raise TypeError(f"{argument} is not JSON: {exc}") from None
 
 
 def _check_encodable(message: Message, what: str) -> None:

@@ -39,6 +39,9 @@ from iii_trio._protocol._messages import (
     ErrorBody,
     InvocationResult,
     InvokeFunction,
+    Ping,
+    Pong,
+    RegisterFunction,
     RegistrationRejected,
     WorkerRegistered,
 )
@@ -177,6 +180,68 @@ async def test_pending_call_fails_with_connection_lost_and_the_worker_reconnects
         await worker.wait_connected()
         assert await worker.trigger("x::y", {}) == "back"
         assert worker.worker_id != first_id
+
+
+async def test_a_registration_made_during_a_reconnects_handshake_is_sent_on_that_connection(
+    nursery: trio.Nursery,
+) -> None:
+    # A connection's replay is a snapshot taken when it opens. Here the engine answers the
+    # second connection's announce only once the function registered after that snapshot has
+    # arrived, so the worker gets back only if it sends it there.
+    connections: dict[WebSocket, list[Any]] = {}
+    announce_held = trio.Event()
+    held: list[InvokeFunction] = []
+    hang_up = False
+
+    def on_message(websocket: WebSocket, message: Any) -> bool:
+        nonlocal hang_up
+        seen = connections.setdefault(websocket, [])
+        seen.append(message)
+        second = list(connections).index(websocket) == 1
+        reply: Any = None
+        if isinstance(message, InvokeFunction) and message.invocation_id is not None:
+            if second:
+                held.append(message)
+                announce_held.set()
+            else:
+                reply = InvocationResult(message.invocation_id, message.function_id, {})
+        elif isinstance(message, RegisterFunction) and message.id == "svc::late" and held:
+            announce = held.pop()
+            assert announce.invocation_id is not None
+            reply = InvocationResult(announce.invocation_id, announce.function_id, {})
+        elif isinstance(message, Ping):
+            if hang_up:
+                hang_up = False
+                return True
+            reply = Pong()
+        if reply is not None:
+            websocket.send_text(encode(reply))
+        return False
+
+    def describe(message: Any) -> tuple[str, str | None]:
+        name = getattr(message, "id", None) or getattr(message, "function_id", None)
+        return type(message).__name__, name
+
+    url = await nursery.start(serve_scripted_engine, on_message)
+    backoff = iii_trio.Backoff(initial=0.01, jitter=0)
+    with trio.fail_after(10):
+        async with iii_trio.open_worker(url, name="late", backoff=backoff) as worker:
+            worker.register_function("svc::early", lambda payload: None)
+            hang_up = True
+            with pytest.raises(iii_trio.ConnectionLost):
+                await worker.wait_registered()
+            await announce_held.wait()
+            assert worker.connection_state is iii_trio.ConnectionState.RECONNECTING
+            worker.register_function("svc::late", lambda payload: None)
+            await worker.wait_connected()
+            await worker.wait_registered()
+    assert [describe(message) for message in list(connections.values())[1]] == [
+        ("Reattach", None),
+        ("InvokeFunction", "engine::workers::register"),
+        ("RegisterFunction", "svc::early"),
+        ("RegisterFunction", "svc::late"),
+        ("Ping", None),
+    ]
 
 
 @pytest.mark.parametrize("answers_pings", [False, True], ids=["silent", "answers-pings"])

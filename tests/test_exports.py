@@ -26,6 +26,7 @@ REQUIRED_NAMES = {
     "open_worker",
     "Worker",
     "FunctionRef",
+    "TriggerRef",
     "Backoff",
     "ConnectionState",
     "FunctionInfo",

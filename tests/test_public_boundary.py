@@ -194,10 +194,40 @@ async def test_a_refused_function_registration_is_on_its_ref_and_raised_by_wait_
         assert mine.rejection is None
 
 
+@pytest.mark.parametrize(
+    ("arguments", "error", "named"),
+    [
+        ((None, "svc::a", {}), TypeError, "trigger_type must be a string"),
+        (("", "svc::a", {}), ValueError, "trigger_type"),
+        (("webhook", 7, {}), TypeError, "function_id must be a string"),
+        (("webhook", "  ", {}), ValueError, "function_id"),
+        (("webhook", "svc::a", {"every": math.inf}), TypeError, "config is not JSON"),
+        (("webhook", "svc::a", {"a", "b"}), TypeError, "config is not JSON"),
+        (("webhook", "svc::a", object()), TypeError, "config is not JSON"),
+    ],
+)
+async def test_register_trigger_refuses_bad_arguments_before_sending_anything(
+    engine: DevEngine,
+    worker: iii_trio.Worker,
+    arguments: tuple[Any, Any, Any],
+    error: type[Exception],
+    named: str,
+) -> None:
+    with pytest.raises(error, match=named):
+        await worker.register_trigger(*arguments)
+    with pytest.raises(TypeError, match="metadata is not JSON"):
+        await worker.register_trigger("webhook", "svc::a", {}, metadata={"at": math.nan})
+    await worker.wait_registered()
+    assert engine.statistics().bindings == 0
+    # Nothing half-registered either: the same binding goes through once it is right.
+    await worker.register_trigger("webhook", "svc::a", {})
+    assert engine.statistics().bindings == 1
+
+
 # --- the Worker's members -----------------------------------------------------------------------
 
-# api.md's Worker members that exist today (triggers, trigger types, channels and discovery
-# streams come with their issues).
+# api.md's Worker members that exist today (trigger types, channels and discovery streams come
+# with their issues).
 WORKER_API = {
     "worker_id",
     "connection_state",
@@ -210,6 +240,7 @@ WORKER_API = {
     "trigger_void",
     "enqueue",
     "register_service",
+    "register_trigger",
     "list_functions",
     "list_workers",
     "list_trigger_types",
@@ -225,6 +256,11 @@ def test_the_worker_shows_only_the_api_contracts_members() -> None:
 def test_a_function_ref_shows_its_id_rejection_and_unregister() -> None:
     public = {name for name in dir(iii_trio.FunctionRef) if not name.startswith("_")}
     assert public == {"id", "rejection", "unregister"}
+
+
+def test_a_trigger_ref_shows_its_binding_rejection_and_unregister() -> None:
+    public = {name for name in dir(iii_trio.TriggerRef) if not name.startswith("_")}
+    assert public == {"id", "trigger_type", "function_id", "rejection", "unregister"}
 
 
 # --- TLS ----------------------------------------------------------------------------------------

@@ -85,6 +85,10 @@ class Registry:
             return None
         return UnregisterTrigger(id=trigger_id, trigger_type=message.trigger_type)
 
+    def trigger(self, trigger_id: str) -> RegisterTrigger | None:
+        """The binding registered under ``trigger_id``, if it is still registered."""
+        return self._triggers.get(trigger_id)
+
     @property
     def function_count(self) -> int:
         return len(self._functions)

@@ -201,6 +201,15 @@ def test_remove_trigger_returns_unregister_with_its_trigger_type() -> None:
     assert registry.replay() == [_trigger("t2")]
 
 
+def test_a_trigger_is_looked_up_by_id_until_it_is_removed() -> None:
+    registry = Registry()
+    registry.add_trigger(_trigger("t1", trigger_type="http"))
+    assert registry.trigger("t1") == _trigger("t1", trigger_type="http")
+    assert registry.trigger("t2") is None
+    registry.remove_trigger("t1")
+    assert registry.trigger("t1") is None
+
+
 def test_function_count_counts_only_functions() -> None:
     registry = Registry()
     assert registry.function_count == 0
