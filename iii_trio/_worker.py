@@ -24,9 +24,9 @@ import random
 import socket
 import ssl as ssl_module
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Final, TypeVar, final
+from typing import Any, Final, Generic, TypeVar, final
 
 import attrs
 import trio
@@ -780,6 +780,74 @@ class Worker:
             )
         return infos
 
+    def watch_functions(self) -> AbstractAsyncContextManager[AsyncIterator[list[FunctionInfo]]]:
+        """An async context manager yielding an async iterator of function lists: the current
+        one (:meth:`list_functions`), then a fresh one after each change the engine reports.
+
+        Built on the engine's ``engine::functions-available`` trigger, which the engine fires
+        from a poll (every 5 s), so a change shows up that much later; no polling happens here.
+        After a reconnect a fresh list comes too, as changes may have been missed meanwhile.
+        Changes that come faster than the iterator is read are merged into one list. The
+        worker registers a hidden function and a binding for it while the block runs.
+
+        ::
+
+            async with worker.watch_functions() as lists:
+                async for functions in lists:
+                    ...
+        """
+        return self._watch("engine::functions-available", self.list_functions)
+
+    def watch_workers(self) -> AbstractAsyncContextManager[AsyncIterator[list[WorkerInfo]]]:
+        """As :meth:`watch_functions`, for :meth:`list_workers` and the engine's
+        ``engine::workers-available`` trigger, which fires as workers connect, announce
+        themselves and leave."""
+        return self._watch("engine::workers-available", self.list_workers)
+
+    @asynccontextmanager
+    async def _watch(
+        self, trigger_type: str, snapshot: Callable[[], Awaitable[list[_Listed]]]
+    ) -> AsyncIterator[AsyncIterator[list[_Listed]]]:
+        self._check_open()
+        # One pending change is enough: every snapshot lists everything anew.
+        changes_in, changes_out = trio.open_memory_channel[None](1)
+
+        # Async with no await on purpose: it runs inline in the reader, where send_nowait is
+        # allowed (a sync handler would run in a thread).
+        async def changed(payload: JSONValue) -> None:  # noqa: ASYNC124, ASYNC910
+            with contextlib.suppress(trio.WouldBlock):
+                changes_in.send_nowait(None)
+
+        listener = self.register_function(
+            f"iii_trio::watch::{new_invocation_id()}",
+            changed,
+            description=f"iii_trio: {trigger_type} events for a watcher",
+            metadata={"internal": True},  # left out of the engine's function lists
+        )
+        try:
+            binding = await self.register_trigger(trigger_type, listener.id, None)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._changed_on_reconnect, changes_in)
+                    yield _Snapshots(snapshot, changes_out)
+                    nursery.cancel_scope.cancel()
+            finally:
+                if self._link.state is not ConnectionState.CLOSED:
+                    binding.unregister()
+        finally:
+            if self._link.state is not ConnectionState.CLOSED:
+                listener.unregister()
+
+    async def _changed_on_reconnect(self, changes: trio.MemorySendChannel[None]) -> None:
+        async with self.watch_connection_state() as states:
+            was_connected = True  # the first state is the current one: not a reconnection
+            async for state in states:
+                connected = state is ConnectionState.CONNECTED
+                if connected and not was_connected:
+                    with contextlib.suppress(trio.WouldBlock):
+                        changes.send_nowait(None)
+                was_connected = connected
+
     async def list_triggers(self) -> list[TriggerInfo]:
         """Every registered trigger the engine lists (``engine::registered-triggers::list``:
         live bindings, those of ``engine::*`` functions left out, as the engine does)."""
@@ -973,6 +1041,40 @@ def _announcement(name: str, namespace: str | None, description: str | None) -> 
     if description is not None:
         data["description"] = description
     return data
+
+
+_Listed = TypeVar("_Listed")
+
+
+class _Snapshots(Generic[_Listed]):
+    """What a watcher iterates: the current list first, then one per reported change. A list
+    the connection's loss interrupts is taken again once the worker has reconnected."""
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Awaitable[list[_Listed]]],
+        changes: trio.MemoryReceiveChannel[None],
+    ) -> None:
+        self._snapshot = snapshot
+        self._changes = changes
+        self._started = False
+
+    def __aiter__(self) -> _Snapshots[_Listed]:
+        return self
+
+    async def __anext__(self) -> list[_Listed]:
+        while True:
+            if self._started:
+                try:
+                    await self._changes.receive()
+                except trio.EndOfChannel:
+                    raise StopAsyncIteration from None
+            self._started = True
+            try:
+                return await self._snapshot()
+            except ConnectionLost:
+                # The reconnection brings a change, and with it a fresh list.
+                await trio.lowlevel.checkpoint()
 
 
 @asynccontextmanager

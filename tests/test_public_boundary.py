@@ -245,6 +245,8 @@ WORKER_API = {
     "list_workers",
     "list_trigger_types",
     "list_triggers",
+    "watch_functions",
+    "watch_workers",
 }
 
 

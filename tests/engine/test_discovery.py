@@ -6,12 +6,14 @@ message, as any SDK's provider does.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
+import trio
 
 import iii_trio
-from iii_trio._protocol._messages import RegisterTrigger, RegisterTriggerType
+from iii_trio._protocol._messages import Reattach, RegisterTrigger, RegisterTriggerType
 from iii_trio.testing import DevEngine, open_dev_engine
 
 from ._raw import RawWorker
@@ -117,3 +119,81 @@ async def test_registered_triggers_are_listed(engine: DevEngine) -> None:
             )
         ]
     await hooks.aclose()
+
+
+# --- watching -------------------------------------------------------------------------------------
+
+
+async def next_matching(
+    snapshots: AsyncIterator[list[Any]], wanted: Callable[[list[Any]], bool]
+) -> list[Any]:
+    """The first snapshot that passes ``wanted`` (events may bring several in between)."""
+    with trio.fail_after(WATCH_PATIENCE):
+        async for snapshot in snapshots:
+            if wanted(snapshot):
+                return snapshot
+    raise AssertionError("the watch ended")
+
+
+def names(workers: list[iii_trio.WorkerInfo]) -> set[str | None]:
+    return {info.name for info in workers}
+
+
+async def test_watch_workers_follows_workers_coming_and_going(engine: DevEngine) -> None:
+    async with iii_trio.open_worker(engine.url, name="watcher") as watcher:
+        async with watcher.watch_workers() as snapshots:
+            first = await anext(snapshots)
+            assert "watcher" in names(first)
+            assert "newcomer" not in names(first)
+            async with iii_trio.open_worker(engine.url, name="newcomer"):
+                await next_matching(snapshots, lambda workers: "newcomer" in names(workers))
+            await next_matching(snapshots, lambda workers: "newcomer" not in names(workers))
+        # Leaving the block removes the watcher's hidden function and its binding.
+        assert await watcher.list_triggers() == []
+        described = await watcher.trigger("engine::functions::list", {"include_internal": True})
+        assert not [f for f in described["functions"] if "watch" in f["function_id"]]
+
+
+async def test_watch_functions_reports_a_new_function(engine: DevEngine) -> None:
+    def ids(functions: list[iii_trio.FunctionInfo]) -> set[str]:
+        return {info.function_id for info in functions}
+
+    async with (
+        iii_trio.open_worker(engine.url, name="watcher") as watcher,
+        watcher.watch_functions() as snapshots,
+    ):
+        first = await anext(snapshots)
+        assert "late::arrival" not in ids(first)
+        assert not [f for f in ids(first) if "watch" in f]  # its own listener stays hidden
+        async with iii_trio.open_worker(engine.url, name="late") as late:
+            late.register_function("late::arrival", lambda payload: None)
+            await late.wait_registered()
+            # The engine polls its function table every 5 s before it reports a change.
+            await next_matching(snapshots, lambda functions: "late::arrival" in ids(functions))
+
+
+async def test_a_watch_brings_a_fresh_list_after_a_reconnect(engine: DevEngine) -> None:
+    async with (
+        iii_trio.open_worker(
+            engine.url, name="watcher", backoff=iii_trio.Backoff(initial=0.05)
+        ) as watcher,
+        watcher.watch_workers() as snapshots,
+    ):
+        await anext(snapshots)
+        first_id = watcher.worker_id
+        assert first_id is not None
+        # A reattach with the worker's own identity evicts its connection, as a real
+        # engine evicts a connection that another one takes over.
+        thief = await RawWorker.connect(engine.url)
+        identity = engine._state.connections[first_id]
+        await thief.send(
+            Reattach(previous_worker_id=first_id, reattach_token=identity.reattach_token)
+        )
+        fresh = await next_matching(
+            snapshots, lambda workers: watcher.worker_id not in (None, first_id)
+        )
+        assert "watcher" in names(fresh)
+        await thief.aclose()
+
+
+WATCH_PATIENCE = 15.0  # the engine's 5 s functions poll, with room to spare
