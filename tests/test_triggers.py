@@ -19,6 +19,7 @@ import pytest
 import trio
 import trio.testing
 from engine._raw import RawWorker
+from restartable_engine import run_engine
 from scripted_engine import serve_scripted_engine
 
 import iii_trio
@@ -281,21 +282,12 @@ async def test_bindings_are_replayed_once_per_connection_under_the_same_id(
         await provider.aclose()
 
 
-async def _run_engine(
-    port: int, scope: trio.CancelScope, *, task_status: trio.TaskStatus[DevEngine]
-) -> None:
-    with scope:
-        async with open_dev_engine(port=port) as engine:
-            task_status.started(engine)
-            await trio.sleep_forever()
-
-
 async def test_a_binding_made_while_reconnecting_waits_and_is_sent_once() -> None:
     first_engine = trio.CancelScope()
     bound: list[iii_trio.TriggerRef] = []
     with trio.fail_after(DEADLINE):
         async with trio.open_nursery() as nursery:
-            engine = await nursery.start(_run_engine, 0, first_engine)
+            engine = await nursery.start(run_engine, 0, first_engine)
             async with iii_trio.open_worker(
                 engine.url, name="patient", backoff=FAST_BACKOFF
             ) as worker:
@@ -312,7 +304,7 @@ async def test_a_binding_made_while_reconnecting_waits_and_is_sent_once() -> Non
                     binders.start_soon(bind)
                     await trio.testing.wait_all_tasks_blocked()
                     assert bound == []  # still waiting for a connection
-                    second = await nursery.start(_run_engine, engine.port, trio.CancelScope())
+                    second = await nursery.start(run_engine, engine.port, trio.CancelScope())
                     # The worker may be back before the provider: then its binding is parked
                     # and started as the provider registers the type.
                     provider, activated = await open_provider(second.url, "webhook")

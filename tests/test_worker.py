@@ -15,9 +15,10 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from restartable_engine import run_engine
 
 import iii_trio
-from iii_trio.testing import DevEngine, open_dev_engine
+from iii_trio.testing import DevEngine
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -388,20 +389,11 @@ async def test_connection_states_are_watched_until_closed(engine: Engine) -> Non
     assert states == [iii_trio.ConnectionState.CONNECTED]
 
 
-async def _run_engine(
-    port: int, scope: trio.CancelScope, *, task_status: trio.TaskStatus[DevEngine]
-) -> None:
-    with scope:
-        async with open_dev_engine(port=port) as engine:
-            task_status.started(engine)
-            await trio.sleep_forever()
-
-
 async def test_reconnects_and_replays_registrations_after_the_engine_restarts() -> None:
     first_engine_scope = trio.CancelScope()
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            engine = await nursery.start(_run_engine, 0, first_engine_scope)
+            engine = await nursery.start(run_engine, 0, first_engine_scope)
             async with iii_trio.open_worker(
                 engine.url, name="phoenix", backoff=FAST_BACKOFF
             ) as worker:
@@ -413,7 +405,7 @@ async def test_reconnects_and_replays_registrations_after_the_engine_restarts() 
                     async for state in watch:
                         if state is iii_trio.ConnectionState.RECONNECTING:
                             break
-                await nursery.start(_run_engine, engine.port, trio.CancelScope())
+                await nursery.start(run_engine, engine.port, trio.CancelScope())
                 await worker.wait_connected()
                 assert worker.worker_id not in (None, first_id)
                 assert await worker.trigger("svc::ping") == "pong"
