@@ -20,16 +20,19 @@ from ._exceptions import InvocationError as InvocationError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RegistrationRejected as RegistrationRejected
 from ._exceptions import TriggerRegistrationError as TriggerRegistrationError
+from ._providers import TriggerProvider as TriggerProvider
 from ._types import Backoff as Backoff
 from ._types import ConnectionState as ConnectionState
 from ._types import FunctionInfo as FunctionInfo
 from ._types import JSONValue as JSONValue
+from ._types import TriggerConfig as TriggerConfig
 from ._types import TriggerInfo as TriggerInfo
 from ._types import TriggerTypeInfo as TriggerTypeInfo
 from ._types import WorkerInfo as WorkerInfo
 from ._version import __version__ as __version__
 from ._worker import FunctionRef as FunctionRef
 from ._worker import TriggerRef as TriggerRef
+from ._worker import TriggerTypeRef as TriggerTypeRef
 from ._worker import Worker as Worker
 from ._worker import open_worker as open_worker
 
@@ -47,10 +50,13 @@ __all__ = [
     "JSONValue",
     "ProtocolError",
     "RegistrationRejected",
+    "TriggerConfig",
     "TriggerInfo",
+    "TriggerProvider",
     "TriggerRef",
     "TriggerRegistrationError",
     "TriggerTypeInfo",
+    "TriggerTypeRef",
     "Worker",
     "WorkerInfo",
     "__version__",

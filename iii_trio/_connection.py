@@ -124,6 +124,10 @@ class SessionOwner(Protocol):
         """Any other engine message (trigger provider traffic and the like)."""
         ...
 
+    def session_ended(self, session: EngineSession) -> None:
+        """``session`` stopped serving: what the engine gave it is void."""
+        ...
+
 
 class EngineSession:
     """One open WebSocket to the engine and everything that lives as long as it does."""
@@ -675,6 +679,7 @@ class EngineLink:
         changed.set()
 
     def _session_ended(self, session: EngineSession) -> None:
+        self._owner.session_ended(session)
         # The state says what is true the moment a session stops serving, not when the
         # supervisor gets round to it.
         if session is self._session and self._state is ConnectionState.CONNECTED:

@@ -13,6 +13,7 @@ __all__ = [
     "ConnectionState",
     "FunctionInfo",
     "JSONValue",
+    "TriggerConfig",
     "TriggerInfo",
     "TriggerTypeInfo",
     "WorkerInfo",
@@ -115,6 +116,25 @@ class TriggerTypeInfo:
     configuration_schema: JSONValue = None
     request_schema: JSONValue = None
     instance_count: int = 0
+
+
+@attrs.frozen
+class TriggerConfig:
+    """A binding of one of this worker's trigger types, as the engine hands it to the provider.
+
+    Attributes:
+        id: the binding's id; the same across reconnects.
+        function_id: the function to call when the binding fires.
+        config: the binding's configuration, as its registering worker gave it.
+        metadata: to pass along as the invocation's metadata at every fire (None: none).
+        namespace: where ``function_id`` lives: pass it to :meth:`Worker.trigger` when firing.
+    """
+
+    id: str
+    function_id: str
+    config: JSONValue = None
+    metadata: JSONValue = None
+    namespace: str = "default"
 
 
 @attrs.frozen

@@ -56,10 +56,14 @@ from ._protocol._messages import (
     RegisterFunction,
     RegisterService,
     RegisterTrigger,
+    RegisterTriggerType,
     TriggerRegistrationResult,
+    UnregisterTrigger,
     VoidAction,
 )
 from ._protocol._registry import ConnectionIdentity, Registry
+from ._providers import ProvidedTriggers, TriggerProvider, check_provider
+from ._schema import schema_for
 from ._transport import StreamOpener
 from ._types import (
     Backoff,
@@ -75,7 +79,7 @@ from ._version import __version__
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["FunctionRef", "TriggerRef", "Worker", "open_worker"]
+__all__ = ["FunctionRef", "TriggerRef", "TriggerTypeRef", "Worker", "open_worker"]
 
 logger = logging.getLogger("iii_trio.worker")
 
@@ -144,6 +148,33 @@ class TriggerRef:
         self._worker._unregister_trigger(self.id)
 
 
+@attrs.frozen
+class TriggerTypeRef:
+    """A trigger type this worker provides (:meth:`Worker.register_trigger_type`)."""
+
+    id: str
+    _worker: Worker = attrs.field(repr=False)
+
+    async def register_trigger(
+        self, function_id: str, config: JSONValue, *, metadata: JSONValue = None
+    ) -> TriggerRef:
+        """Bind ``function_id`` to this trigger type: :meth:`Worker.register_trigger` with
+        this type's id."""
+        return await self._worker.register_trigger(self.id, function_id, config, metadata=metadata)
+
+    def unregister(self) -> None:
+        """Stop providing the type (idempotent): its bindings are stopped (the provider's
+        ``unregister_trigger`` runs for each), and it is not replayed on later connections.
+
+        The engine learns of it when this connection ends: until then it may still hand this
+        worker bindings of the type, which are ignored.
+
+        Raises:
+            trio.ClosedResourceError: the worker's block has exited.
+        """
+        self._worker._unregister_trigger_type(self.id)
+
+
 class _SessionOwner:
     """The worker as the engine connection sees it: what to send when a connection opens, who
     serves an invocation, and what the engine refused. Internal: none of it is the public API.
@@ -160,6 +191,7 @@ class _SessionOwner:
         #: Bindings whose register_trigger() is waiting to hear whether the engine refused
         #: them: their refusal is raised there, not logged.
         self.confirming: set[str] = set()
+        self.provided = ProvidedTriggers()
         self._announcement = announcement
 
     # -- SessionOwner --------------------------------------------------------------------------
@@ -196,8 +228,15 @@ class _SessionOwner:
     def handle_message(self, session: EngineSession, message: Message) -> None:
         if isinstance(message, TriggerRegistrationResult):
             self._trigger_result(message)
+        elif isinstance(message, RegisterTrigger):
+            self.provided.start_requested(session, message)
+        elif isinstance(message, UnregisterTrigger):
+            self.provided.stop_requested(message)
         else:
             logger.debug("ignoring %s: not supported by this worker", type(message).__name__)
+
+    def session_ended(self, session: EngineSession) -> None:
+        self.provided.session_ended(session)
 
     def _trigger_result(self, message: TriggerRegistrationResult) -> None:
         # The engine sends these only for failures (protocol.md 3.3), for a binding this
@@ -448,7 +487,8 @@ class Worker:
         whenever an event matching ``config`` happens. The binding is replayed on every
         reconnect under the same id.
 
-        ``config`` is the provider's per-binding settings (``None`` is sent as ``null``), e.g.
+        ``config`` is the provider's per-binding settings, a JSON object (``None`` is sent as
+        ``{}``; an attrs instance is unstructured), e.g.
         ``{"api_path": "/orders", "http_method": "POST"}`` for ``http`` or
         ``{"expression": "0 */5 * * * *"}`` for ``cron``; ``metadata`` reaches the function as
         the invocation's metadata every time the binding fires. Both are copied: changing them
@@ -466,8 +506,8 @@ class Worker:
             TriggerRegistrationError: the engine refused the binding at once (for example
                 ``FORBIDDEN``, or ``trigger_registration_failed`` from one of its built-in
                 providers); nothing of it is kept.
-            TypeError: an id is not a string, or ``config`` or ``metadata`` is not JSON (NaN
-                and infinities included).
+            TypeError: an id is not a string, ``config`` is not a JSON object, or
+                ``metadata`` is not JSON (NaN and infinities included).
             ValueError: ``trigger_type`` or ``function_id`` is blank.
             trio.ClosedResourceError: the worker's block has exited.
         """
@@ -478,7 +518,7 @@ class Worker:
             id=new_invocation_id(),  # a fresh UUIDv4, as the official SDKs make trigger ids
             trigger_type=trigger_type,
             function_id=function_id,
-            config=_json_argument("config", to_json_value, config),
+            config=_trigger_config(config),
             metadata=_json_argument("metadata", None, metadata),
             # Left out, the engine looks the function up in `default` (protocol.md 3.2), not
             # in this worker's namespace where its own functions live; the official SDK fills
@@ -505,6 +545,72 @@ class Worker:
             if not kept:
                 self._withdraw_trigger(message.id)
         return TriggerRef(message.id, trigger_type, function_id, self)
+
+    def register_trigger_type(
+        self,
+        trigger_type_id: str,
+        provider: TriggerProvider,
+        *,
+        description: str = "",
+        trigger_request_format: JSONValue | type = None,
+        call_request_format: JSONValue | type = None,
+    ) -> TriggerTypeRef:
+        """Provide the trigger type ``trigger_type_id`` on this and every later connection.
+
+        Whenever a worker binds a function to the type, the engine asks this worker to start
+        the binding: ``await provider.register_trigger(trigger)`` runs in the worker's nursery
+        with a :class:`TriggerConfig`, and ``await provider.unregister_trigger(trigger)`` when
+        it ends (the binding was unregistered, its worker left, or this connection dropped:
+        the engine hands the binding over again on the next one, under the same id). Calls
+        for one binding never overlap and keep their order. To fire a binding, call its
+        function::
+
+            await worker.trigger(trigger.function_id, payload,
+                                 metadata=trigger.metadata, namespace=trigger.namespace)
+
+        ``register_trigger`` raising refuses the binding (its worker gets a
+        :class:`TriggerRegistrationError` with code ``trigger_registration_failed``);
+        nothing a provider raises harms this worker.
+
+        ``trigger_request_format`` and ``call_request_format`` are JSON Schemas of a binding's
+        ``config`` and of the payload a fire delivers (an attrs class or other annotation is
+        turned into one); discovery shows them.
+
+        Raises:
+            TypeError: ``provider`` lacks an async ``register_trigger`` or
+                ``unregister_trigger`` method, an argument has the wrong type, or a format is
+                neither JSON nor describable as a JSON Schema.
+            ValueError: the id is blank or this worker already provides it.
+            trio.ClosedResourceError: the worker's block has exited.
+        """
+        self._check_open()
+        _check_id("trigger_type_id", trigger_type_id)
+        check_provider(provider)
+        if not isinstance(description, str):
+            raise TypeError(f"description must be a string, got {description!r}")
+        message = RegisterTriggerType(
+            id=trigger_type_id,
+            description=description,
+            trigger_request_format=_format_schema("trigger_request_format", trigger_request_format),
+            call_request_format=_format_schema("call_request_format", call_request_format),
+            namespace=self._namespace,
+        )
+        _check_encodable(message, "a format of trigger type " + repr(trigger_type_id))
+        owner = self._owner
+        owner.registry.add_trigger_type(message)
+        owner.provided.add(trigger_type_id, provider)
+        self._send_if_connected(message)
+        return TriggerTypeRef(trigger_type_id, self)
+
+    def _unregister_trigger_type(self, trigger_type_id: str) -> None:
+        self._check_open()
+        owner = self._owner
+        message = owner.registry.remove_trigger_type(trigger_type_id)
+        owner.provided.remove(trigger_type_id)
+        if message is not None:
+            # Unknown to the engine before 0.25 (dropped there, protocol.md 3.15); a later
+            # engine stops routing the type to this worker.
+            self._send_if_connected(message)
 
     async def _confirm(self, session: EngineSession) -> None:
         """Return once the engine has handled every frame sent so far on a connection.
@@ -893,6 +999,26 @@ def _worker_info(entry: Mapping[str, Any], functions: tuple[str, ...]) -> Worker
     )
 
 
+def _trigger_config(config: JSONValue) -> dict[str, JSONValue]:
+    """A binding's config as the JSON object every trigger type expects (None: ``{}``)."""
+    value = _json_argument("config", to_json_value, {} if config is None else config)
+    if not isinstance(value, dict):
+        raise TypeError(
+            f"config must be a JSON object (a dict or an attrs instance), got {config!r}"
+        )
+    return value
+
+
+def _format_schema(argument: str, value: JSONValue | type) -> JSONValue:
+    """A JSON Schema given as is, or derived from a class (an attrs class, say)."""
+    if not isinstance(value, type):
+        return _json_argument(argument, None, value)
+    schema = schema_for(value)
+    if schema is None:
+        raise TypeError(f"{argument}: cannot describe {value!r} as a JSON Schema")
+    return schema
+
+
 def _first_given(explicit: JSONValue, derived: JSONValue) -> JSONValue:
     return explicit if explicit is not None else derived
 
@@ -1142,12 +1268,15 @@ async def open_worker(
         open_stream=_open_stream,
     )
     link = worker._link
+    provided = worker._owner.provided
     try:
         async with trio.open_nursery() as nursery:
+            provided.attach(nursery)
             await nursery.start(link.supervise)
             try:
                 yield worker
             finally:
+                provided.detach()
                 nursery.cancel_scope.cancel(reason="open_worker block exited")
     except BaseExceptionGroup as group:
         raise_collapsed(group)

@@ -7,23 +7,17 @@ when the official package cannot be imported.
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
+from peer_process import read_line, start_peer
 
 import iii_trio
 from iii_trio.testing import DevEngine
 
 pytest.importorskip("iii", reason="the official iii-sdk package is not installed")
-
-PEER = Path(__file__).parent / "peers" / "official_sdk_worker.py"
 
 
 async def test_official_sdk_worker_and_iii_trio_worker_call_each_other(
@@ -40,22 +34,12 @@ async def test_official_sdk_worker_and_iii_trio_worker_call_each_other(
             raise RuntimeError("trio side refuses")
 
         await worker.wait_registered()
-        env = {**os.environ, "OTEL_ENABLED": "false"}
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                peer: trio.Process = await nursery.start(
-                    functools.partial(
-                        trio.run_process,
-                        [sys.executable, str(PEER), iii_engine.url],
-                        stdin=subprocess.PIPE,
-                        stdout=subprocess.PIPE,
-                        env=env,
-                        check=False,
-                    )
-                )
+                peer = await start_peer(nursery, "official_sdk_worker.py", iii_engine.url)
                 assert peer.stdout is not None
                 assert peer.stdin is not None
-                report = json.loads(await _read_line(peer.stdout))
+                report = json.loads(await read_line(peer))
                 assert report["total"] == 5
                 assert report["failure"] == {
                     "code": "invocation_failed",
@@ -69,11 +53,49 @@ async def test_official_sdk_worker_and_iii_trio_worker_call_each_other(
             assert peer.returncode == 0
 
 
-async def _read_line(stream: trio.abc.ReceiveStream) -> str:
-    buffer = b""
-    while not buffer.endswith(b"\n"):
-        chunk = await stream.receive_some()
-        if not chunk:
-            raise AssertionError(f"peer exited before reporting; got {buffer!r}")
-        buffer += chunk
-    return buffer.decode()
+async def test_trigger_types_work_both_ways_with_an_official_sdk_worker(
+    iii_engine: DevEngine,
+) -> None:
+    started, bindings = trio.open_memory_channel[iii_trio.TriggerConfig](8)
+    hooked, fired = trio.open_memory_channel[tuple[Any, Any]](8)
+
+    class Ticker:
+        async def register_trigger(self, trigger: iii_trio.TriggerConfig) -> None:
+            await started.send(trigger)
+
+        async def unregister_trigger(self, trigger: iii_trio.TriggerConfig) -> None:
+            await trio.lowlevel.checkpoint()
+
+    async with iii_trio.open_worker(iii_engine.url, name="trio-provider") as worker:
+        worker.register_trigger_type("trio-tick", Ticker(), description="ticks on demand")
+
+        @worker.function("trio::on_hook")
+        async def on_hook(payload: Any, metadata: Any) -> None:
+            await hooked.send((payload, metadata))
+
+        await worker.wait_registered()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                peer = await start_peer(nursery, "official_trigger_peer.py", iii_engine.url)
+                assert peer.stdout is not None
+                assert peer.stdin is not None
+                assert await read_line(peer) == "ready\n"
+
+                # The official worker bound its function to our type: we fire it.
+                tick = await bindings.receive()
+                assert (tick.function_id, tick.config) == ("official::on_tick", {"every": 1})
+                fired_result = await worker.trigger(
+                    tick.function_id, {"n": 7}, metadata=tick.metadata, namespace=tick.namespace
+                )
+                assert fired_result == {"ticked": {"n": 7}}
+
+                # We bind our function to the official worker's type: it fires it.
+                await worker.register_trigger(
+                    "official-hook", "trio::on_hook", {"x": 1}, metadata={"m": 2}
+                )
+                assert await fired.receive() == (
+                    {"from": "official", "config": {"x": 1}},
+                    {"m": 2},
+                )
+                await peer.stdin.aclose()
+            assert peer.returncode == 0

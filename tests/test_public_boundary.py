@@ -204,6 +204,8 @@ async def test_a_refused_function_registration_is_on_its_ref_and_raised_by_wait_
         (("webhook", "svc::a", {"every": math.inf}), TypeError, "config is not JSON"),
         (("webhook", "svc::a", {"a", "b"}), TypeError, "config is not JSON"),
         (("webhook", "svc::a", object()), TypeError, "config is not JSON"),
+        (("webhook", "svc::a", [1, 2]), TypeError, "config must be a JSON object"),
+        (("webhook", "svc::a", "every minute"), TypeError, "config must be a JSON object"),
     ],
 )
 async def test_register_trigger_refuses_bad_arguments_before_sending_anything(
@@ -226,8 +228,7 @@ async def test_register_trigger_refuses_bad_arguments_before_sending_anything(
 
 # --- the Worker's members -----------------------------------------------------------------------
 
-# api.md's Worker members that exist today (trigger types, channels and discovery streams come
-# with their issues).
+# api.md's Worker members that exist today (channels come with their issue).
 WORKER_API = {
     "worker_id",
     "connection_state",
@@ -241,6 +242,7 @@ WORKER_API = {
     "enqueue",
     "register_service",
     "register_trigger",
+    "register_trigger_type",
     "list_functions",
     "list_workers",
     "list_trigger_types",
@@ -263,6 +265,11 @@ def test_a_function_ref_shows_its_id_rejection_and_unregister() -> None:
 def test_a_trigger_ref_shows_its_binding_rejection_and_unregister() -> None:
     public = {name for name in dir(iii_trio.TriggerRef) if not name.startswith("_")}
     assert public == {"id", "trigger_type", "function_id", "rejection", "unregister"}
+
+
+def test_a_trigger_type_ref_shows_its_id_register_trigger_and_unregister() -> None:
+    public = {name for name in dir(iii_trio.TriggerTypeRef) if not name.startswith("_")}
+    assert public == {"id", "register_trigger", "unregister"}
 
 
 # --- TLS ----------------------------------------------------------------------------------------

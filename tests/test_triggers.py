@@ -127,11 +127,11 @@ async def test_a_binding_reaches_the_provider_with_its_id_config_and_metadata(
             )
             bare = await worker.register_trigger(hook, "svc::on_hook", None)
             typed = await worker.register_trigger(hook, "svc::on_hook", Route("/a", "POST"))
-            # The engine drops a registertrigger without "config": a null one arriving shows
-            # the key was sent.
+            # The engine drops a registertrigger without "config": an empty one arriving
+            # shows the key was sent.
             assert await handled(provider) == [
                 binding(full, {"path": "/orders"}, metadata={"tenant": "acme"}),
-                binding(bare, None),
+                binding(bare, {}),
                 binding(typed, {"path": "/a", "method": "POST"}),
             ]
         await provider.aclose()
@@ -310,7 +310,7 @@ async def test_a_binding_made_while_reconnecting_waits_and_is_sent_once() -> Non
                     provider, activated = await open_provider(second.url, "webhook")
                 await worker.wait_registered()
                 # Sent twice (replayed, then sent again), the provider would see it replaced.
-                assert activated + await handled(provider) == [binding(bound[0], None)]
+                assert activated + await handled(provider) == [binding(bound[0], {})]
                 await provider.aclose()
             nursery.cancel_scope.cancel()
 

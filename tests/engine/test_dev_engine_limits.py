@@ -9,16 +9,13 @@ other caller's latency measures the engine and not the test process's CPU share.
 
 from __future__ import annotations
 
-import functools
 import gc
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import psutil
 import trio
+from peer_process import read_line, start_peer
 
 import iii_trio
 from iii_trio._protocol._fastpath import encode_call
@@ -27,7 +24,6 @@ from iii_trio.testing._dev_engine import _WRITE_EVERY, CALL_LIMIT
 
 from ._raw import RawWorker
 
-ECHO_PEER = Path(__file__).parents[1] / "peers" / "echo_worker.py"
 #: What the silent client tries to send (it gets nowhere near: the engine stops reading it).
 SILENT_CALLS = 100_000
 MEASURED_SECONDS = 3.0
@@ -47,19 +43,10 @@ async def call_and_never_read(silent: RawWorker, sent: list[int]) -> None:
 async def test_a_client_that_never_reads_costs_little_and_slows_nobody_else() -> None:
     process = psutil.Process()
     async with open_dev_engine() as engine, trio.open_nursery() as nursery:
-        peer: trio.Process = await nursery.start(
-            functools.partial(
-                trio.run_process,
-                [sys.executable, str(ECHO_PEER), engine.url],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                check=False,
-            )
-        )
+        peer = await start_peer(nursery, "echo_worker.py", engine.url)
         assert peer.stdin is not None
-        assert peer.stdout is not None
         with trio.fail_after(30):
-            assert await peer.stdout.receive_some() == b"ready\n"
+            assert await read_line(peer) == "ready\n"
         async with iii_trio.open_worker(engine.url, name="steady-caller") as caller:
             for n in range(500):  # warm up both sides before taking the baseline
                 await caller.trigger("echo::back", {"n": n})

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from restartable_engine import run_engine
 
 import iii_trio
 from iii_trio._protocol._messages import Reattach, RegisterTrigger, RegisterTriggerType
@@ -197,3 +198,31 @@ async def test_a_watch_brings_a_fresh_list_after_a_reconnect(engine: DevEngine) 
 
 
 WATCH_PATIENCE = 15.0  # the engine's 5 s functions poll, with room to spare
+
+
+async def test_services_reach_the_engine_and_come_back_after_it_restarts(
+    nursery: trio.Nursery,
+) -> None:
+    # No engine::* function lists services (the engine keeps them for its console only), so
+    # the dev engine's own count is what shows them arriving.
+    with trio.fail_after(10):
+        first = trio.CancelScope()
+        engine = await nursery.start(run_engine, 0, first)
+        backoff = iii_trio.Backoff(initial=0.02, maximum=0.1, jitter=0.0)
+        async with iii_trio.open_worker(engine.url, name="grouped", backoff=backoff) as worker:
+            worker.register_service("billing", description="Money in")
+            worker.register_service("billing.refunds", parent_service_id="billing")
+            with pytest.raises(ValueError, match="already registered"):
+                worker.register_service("billing")
+            await worker.wait_registered()
+            assert engine.statistics().services == 2
+            first.cancel()
+            restarted = await nursery.start(run_engine, engine.port, trio.CancelScope())
+            assert restarted.statistics().services == 0
+            while True:  # the worker may not have seen the old connection close yet
+                try:
+                    await worker.wait_registered()
+                    break
+                except iii_trio.ConnectionLost:
+                    pass
+            assert restarted.statistics().services == 2

@@ -100,6 +100,9 @@ class EngineStatistics:
     functions: int
     trigger_types: int
     bindings: int
+    #: Services declared with ``registerservice``: the engine keeps them (for its console)
+    #: but no ``engine::*`` function lists them, so this count is the only way to see them.
+    services: int = 0
 
 
 class NamespaceState(enum.Enum):

@@ -390,6 +390,7 @@ class EngineState:
             functions=len(self.functions),
             trigger_types=len(self.trigger_types),
             bindings=len(self.bindings),
+            services=len(self._services),
         )
 
     # -- helpers -----------------------------------------------------------------------------------
