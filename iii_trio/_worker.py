@@ -482,6 +482,8 @@ class Worker:
         config: JSONValue,
         *,
         metadata: JSONValue = None,
+        namespace: str | None = None,
+        trigger_namespace: str | None = None,
     ) -> TriggerRef:
         """Bind ``function_id`` to ``trigger_type``: the type's provider calls the function
         whenever an event matching ``config`` happens. The binding is replayed on every
@@ -492,7 +494,9 @@ class Worker:
         ``{"api_path": "/orders", "http_method": "POST"}`` for ``http`` or
         ``{"expression": "0 */5 * * * *"}`` for ``cron``; ``metadata`` reaches the function as
         the invocation's metadata every time the binding fires. Both are copied: changing them
-        afterwards changes nothing. The function is looked up in the worker's namespace.
+        afterwards changes nothing. The function is looked up in ``namespace`` (default: the
+        worker's); the type's provider in ``trigger_namespace`` only, when given, else in the
+        worker's namespace, then in ``default``.
 
         Returns once the engine has handled the binding (after waiting for a connection if the
         worker is reconnecting). A binding to a trigger type nobody provides yet is not an
@@ -508,12 +512,15 @@ class Worker:
                 providers); nothing of it is kept.
             TypeError: an id is not a string, ``config`` is not a JSON object, or
                 ``metadata`` is not JSON (NaN and infinities included).
-            ValueError: ``trigger_type`` or ``function_id`` is blank.
+            ValueError: ``trigger_type``, ``function_id`` or a namespace is blank.
             trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
         _check_id("trigger_type", trigger_type)
         _check_id("function_id", function_id)
+        for argument, value in (("namespace", namespace), ("trigger_namespace", trigger_namespace)):
+            if value is not None:
+                _check_id(argument, value)
         message = RegisterTrigger(
             id=new_invocation_id(),  # a fresh UUIDv4, as the official SDKs make trigger ids
             trigger_type=trigger_type,
@@ -523,7 +530,8 @@ class Worker:
             # Left out, the engine looks the function up in `default` (protocol.md 3.2), not
             # in this worker's namespace where its own functions live; the official SDK fills
             # it in too.
-            namespace=self._namespace,
+            namespace=namespace if namespace is not None else self._namespace,
+            trigger_namespace=trigger_namespace,
         )
         owner = self._owner
         session = self._link.session or await self._link.wait_connected()

@@ -16,6 +16,23 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 import quickstart  # noqa: E402
+import trigger_type  # noqa: E402
+
+
+def run_example(script: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``examples/<script>`` as the README says, on its embedded engine; also how long
+    it took."""
+    env = {key: value for key, value in os.environ.items() if key != "III_URL"}
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=False,
+    )
+    return completed, time.monotonic() - started
 
 
 async def test_quickstart_main_prints_the_results(
@@ -30,18 +47,25 @@ async def test_quickstart_main_prints_the_results(
 
 
 def test_quickstart_script_runs_on_its_embedded_engine_in_under_five_seconds() -> None:
-    env = {key: value for key, value in os.environ.items() if key != "III_URL"}
-    started = time.monotonic()
-    completed = subprocess.run(
-        [sys.executable, str(EXAMPLES / "quickstart.py")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-        check=False,
-    )
-    elapsed = time.monotonic() - started
+    completed, elapsed = run_example("quickstart.py")
     assert completed.returncode == 0, completed.stderr
     assert "math::sum([1..5]) = 15.0" in completed.stdout
     assert completed.stderr == ""
     assert elapsed < 5
+
+
+TICKS = ["demo: tick 1 of 3", "demo: tick 2 of 3", "demo: tick 3 of 3", "unbound ticker::every"]
+
+
+async def test_trigger_type_main_ticks_three_times_then_unbinds(
+    iii_engine: DevEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await trigger_type.main(iii_engine.url)
+    assert capsys.readouterr().out.splitlines() == TICKS
+
+
+def test_trigger_type_script_runs_on_its_embedded_engine() -> None:
+    completed, _ = run_example("trigger_type.py")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == TICKS
+    assert completed.stderr == ""

@@ -386,3 +386,28 @@ async def test_a_worker_that_left_refuses_new_trigger_types(engine: Engine) -> N
         gone.register_trigger_type(unique("hook"), provider)
     with pytest.raises(trio.ClosedResourceError):
         ref.unregister()
+
+
+async def test_namespaces_choose_the_provider_and_the_function(iii_engine: DevEngine) -> None:
+    with trio.fail_after(DEADLINE):
+        async with (
+            recorder() as (provider, calls),
+            iii_trio.open_worker(iii_engine.url, name="tenant", namespace="tenant-a") as providing,
+            iii_trio.open_worker(iii_engine.url, name="consumer") as consuming,
+        ):
+            providing.register_trigger_type("hook", provider)
+            await providing.wait_registered()
+            # Strictly in another namespace: parked, the provider hears nothing.
+            await consuming.register_trigger(
+                "hook", "svc::a", {}, namespace="tenant-a", trigger_namespace="tenant-b"
+            )
+            bound = await consuming.register_trigger(
+                "hook", "svc::a", {}, namespace="tenant-a", trigger_namespace="tenant-a"
+            )
+            kind, trigger = await calls.next()
+            assert (kind, trigger.id, trigger.namespace) == ("start", bound.id, "tenant-a")
+            assert calls.none_pending()
+            with pytest.raises(ValueError, match="trigger_namespace"):
+                await consuming.register_trigger("hook", "svc::a", {}, trigger_namespace=" ")
+            with pytest.raises(TypeError, match="namespace must be a string"):
+                await consuming.register_trigger("hook", "svc::a", {}, namespace=3)  # type: ignore[arg-type]
