@@ -29,6 +29,7 @@ import cattrs
 import trio
 
 from ._context import enter_handler_context
+from ._http_types import register_hooks as register_http_hooks
 from ._protocol._codec import encode, encode_result, strict_primitive
 from ._protocol._messages import ErrorBody, InvocationResult, InvokeFunction
 from ._schema import schema_for
@@ -60,6 +61,7 @@ def _make_payload_converter() -> cattrs.Converter:
     for kind in (str, int, float, bool):
         converter.register_structure_hook(kind, strict_primitive(kind))
     converter.register_structure_hook_factory(attrs.has, _objects_only(converter))
+    register_http_hooks(converter)
     return converter
 
 
