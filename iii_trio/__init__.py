@@ -20,6 +20,9 @@ from ._exceptions import InvocationError as InvocationError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RegistrationRejected as RegistrationRejected
 from ._exceptions import TriggerRegistrationError as TriggerRegistrationError
+from ._http_types import ApiRequest as ApiRequest
+from ._http_types import ApiResponse as ApiResponse
+from ._http_types import ApiTrigger as ApiTrigger
 from ._providers import TriggerProvider as TriggerProvider
 from ._types import Backoff as Backoff
 from ._types import ConnectionState as ConnectionState
@@ -37,6 +40,9 @@ from ._worker import Worker as Worker
 from ._worker import open_worker as open_worker
 
 __all__ = [
+    "ApiRequest",
+    "ApiResponse",
+    "ApiTrigger",
     "Backoff",
     "ConnectionLost",
     "ConnectionState",

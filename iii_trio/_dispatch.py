@@ -21,7 +21,7 @@ import traceback
 import types
 import typing
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import attrs
@@ -29,6 +29,7 @@ import cattrs
 import trio
 
 from ._context import enter_handler_context
+from ._http_types import register_hooks as register_http_hooks
 from ._protocol._codec import encode, encode_result, strict_primitive
 from ._protocol._messages import ErrorBody, InvocationResult, InvokeFunction
 from ._schema import schema_for
@@ -59,7 +60,43 @@ def _make_payload_converter() -> cattrs.Converter:
     converter = cattrs.Converter(detailed_validation=True)
     for kind in (str, int, float, bool):
         converter.register_structure_hook(kind, strict_primitive(kind))
+    converter.register_structure_hook_factory(attrs.has, _objects_only(converter))
+    register_http_hooks(converter)
     return converter
+
+
+def _objects_only(converter: cattrs.Converter) -> Callable[[Any], Any]:
+    """Structure attrs classes from JSON objects only.
+
+    cattrs looks fields up with ``in`` and ``[]``, so a string or a list would otherwise pass for
+    an object whose fields all have defaults.
+    """
+
+    def factory(cls: Any) -> Callable[[Any, Any], Any]:
+        from_dict = converter.gen_structure_attrs_fromdict(cls)
+
+        def structure(value: Any, annotation: Any) -> Any:
+            if not isinstance(value, Mapping):
+                raise TypeError(f"expected an object, got {_json_kind(value)}")
+            return from_dict(value, annotation)
+
+        return structure
+
+    return factory
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return type(value).__name__
 
 
 #: Converts between JSON values and users' payload types (attrs classes and friends).

@@ -9,7 +9,7 @@ import attrs
 import pytest
 import trio
 
-from iii_trio._dispatch import prepare_handler
+from iii_trio._dispatch import InvalidPayload, prepare_handler
 
 
 @attrs.frozen
@@ -74,6 +74,39 @@ def test_payload_type_and_schemas_come_from_annotations() -> None:
     assert prepared.structure({"name": "pen"}) == Item("pen", 1)
     assert prepared.request_format["required"] == ["name"]
     assert prepared.response_format["type"] == "array"
+
+
+@attrs.frozen
+class Options:
+    verbose: bool = False
+
+
+@attrs.frozen
+class Order:
+    item: Item
+    options: Options = Options()
+
+
+@pytest.mark.parametrize(
+    ("payload", "where"),
+    [
+        ("verbose", "(expected an object, got a string) @ payload"),
+        (["verbose"], "(expected an object, got an array) @ payload"),
+        ({"item": 3}, "expected Item @ payload.item"),
+        ({"item": {"name": "pen"}, "options": "quiet"}, "expected Options @ payload.options"),
+    ],
+)
+def test_attrs_classes_are_structured_from_objects_only(payload: Any, where: str) -> None:
+    # A class whose fields all have defaults would otherwise take any string or list.
+    async def handler(order: Order) -> None:
+        return None
+
+    prepared = prepare_handler("svc::order", handler)
+    assert prepared.structure is not None
+    with pytest.raises(InvalidPayload) as refused:
+        prepared.structure(payload)
+    assert where in str(refused.value)
+    assert prepared.structure({"item": {"name": "pen"}}) == Order(Item("pen"))
 
 
 def test_raw_payloads_are_not_structured() -> None:

@@ -44,6 +44,8 @@ REQUIRED_NAMES = {
     "TriggerRegistrationError",
     "InvocationError",
     "FunctionNotFound",
+    "ApiRequest",
+    "ApiResponse",
 }
 
 # Libraries that do I/O or need an event loop: the sans-io layer must not touch them.
