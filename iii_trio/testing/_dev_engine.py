@@ -605,7 +605,7 @@ class _Server:
             return
         outbox.finish()
         del self._outboxes[connection_id]
-        self._perform(self._state.disconnect(connection_id))
+        self._perform(self._state.disconnect(connection_id, trio.current_time()))
         self._write_dirty()
         self._report_progress()
 

@@ -102,7 +102,7 @@ class Worker:
         return answer.error
 
     def disconnect(self) -> list[Output]:
-        return self.engine.state.disconnect(self.id)
+        return self.engine.state.disconnect(self.id, self.engine.now)
 
 
 def messages_to(outputs: list[Output], connection_id: str) -> list[Message]:

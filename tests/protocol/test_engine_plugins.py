@@ -10,6 +10,7 @@ wait and call again).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -21,9 +22,11 @@ from iii_trio._protocol._messages import (
     RegisterFunction,
     RegisterTrigger,
     RegistrationRejected,
+    TriggerRegistrationResult,
+    UnregisterTrigger,
 )
 from iii_trio.testing._engine import EnginePlugin, EngineState, Output
-from iii_trio.testing._engine._model import Connection
+from iii_trio.testing._engine._model import Binding, Connection
 from iii_trio.testing._engine._plugin import (
     DEFERRED,
     BuiltinFailure,
@@ -32,6 +35,7 @@ from iii_trio.testing._engine._plugin import (
     Deferred,
     Input,
 )
+from iii_trio.testing._engine._timers import Timer
 
 from .engine_driver import Engine, Worker, invocation_to, messages_to
 
@@ -201,6 +205,128 @@ def test_a_plugin_follows_worker_events(engine: Engine, ticker: Ticker) -> None:
 def test_two_plugins_cannot_provide_the_same_function() -> None:
     with pytest.raises(ValueError, match="ticker::after"):
         EngineState(plugins=[Ticker(), Ticker()])
+
+
+class Alarm(EnginePlugin):
+    """Provides ``alarm``: each binding's function is called once, ``seconds`` after the
+    binding goes live; what it answers is kept in :attr:`answers`."""
+
+    name = "test-alarm"
+
+    def __init__(self) -> None:
+        self.answers: list[tuple[str, JSON, ErrorBody | None]] = []
+        self.stopped: list[str] = []
+        self._timers: dict[str, Timer] = {}
+        self._engine: EngineState
+
+    def attach(self, engine: EngineState) -> None:
+        self._engine = engine
+
+    def trigger_types(self) -> Mapping[str, str]:
+        return {"alarm": "Calls the bound function once, after config.seconds"}
+
+    def check_binding(self, binding: Binding) -> None:
+        config = binding.config
+        if not isinstance(config, dict) or not isinstance(config.get("seconds"), int):
+            raise BuiltinFailure("INVALID_ARGUMENTS", "seconds is required for alarm triggers")
+
+    def start_binding(self, binding: Binding, out: list[Output]) -> None:
+        assert isinstance(binding.config, dict)
+
+        def ring(now: float, out: list[Output]) -> None:
+            del self._timers[binding.id]
+
+            def heard(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
+                self.answers.append((binding.id, result, error))
+
+            self._engine.fire_binding(binding, {"rang_at": now}, out, then=heard)
+
+        deadline = self._engine.now + binding.config["seconds"]
+        self._timers[binding.id] = self._engine.arm(deadline, ring, out)
+
+    def stop_binding(self, binding: Binding, out: list[Output]) -> None:
+        self.stopped.append(binding.id)
+        timer = self._timers.pop(binding.id, None)
+        if timer is not None:
+            timer.cancel()
+
+
+@pytest.fixture
+def alarm() -> Alarm:
+    return Alarm()
+
+
+@pytest.fixture
+def alarmed(alarm: Alarm) -> Engine:
+    return Engine(plugins=[alarm])
+
+
+def bind_alarm(worker: Worker, binding_id: str, config: JSON, **fields: Any) -> list[Output]:
+    return worker.send(
+        RegisterTrigger(
+            id=binding_id, trigger_type="alarm", function_id="svc::wake", config=config, **fields
+        )
+    )
+
+
+def test_a_refused_binding_is_answered_and_not_kept(alarmed: Engine, alarm: Alarm) -> None:
+    worker = alarmed.worker("sleeper")
+    worker.send(RegisterFunction(id="svc::wake"))
+    assert messages_to(bind_alarm(worker, "b1", {"seconds": 5}), worker.id) == []
+    refused = bind_alarm(worker, "b1", {"seconds": "soon"})
+    assert messages_to(refused, worker.id) == [
+        TriggerRegistrationResult(
+            id="b1",
+            trigger_type="alarm",
+            function_id="svc::wake",
+            error=ErrorBody(
+                "trigger_registration_failed", "seconds is required for alarm triggers"
+            ),
+        )
+    ]
+    # The binding it would have replaced is untouched: still live, still ringing.
+    assert alarm.stopped == []
+    assert alarmed.state.bindings["b1"].config == {"seconds": 5}
+    assert invocation_to(alarmed.advance(5.0), worker.id).data == {"rang_at": alarmed.now}
+
+
+def test_a_plugin_fires_one_binding_and_hears_the_answer(alarmed: Engine, alarm: Alarm) -> None:
+    worker = alarmed.worker("sleeper")
+    worker.send(RegisterFunction(id="svc::wake"))
+    other = alarmed.worker("other")
+    other.send(RegisterFunction(id="svc::wake"))
+    bind_alarm(worker, "b1", {"seconds": 2}, metadata={"who": "b1"})
+    bind_alarm(worker, "b2", {"seconds": 9})
+    rung = alarmed.advance(2.0)
+    delivery = invocation_to(rung, worker.id)
+    assert delivery.metadata == {"who": "b1"}
+    assert delivery.invocation_id is not None
+    worker.send(InvocationResult(delivery.invocation_id, "svc::wake", result="awake"))
+    assert alarm.answers == [("b1", "awake", None)]
+
+
+def test_unregistering_or_leaving_stops_a_plugin_binding(alarmed: Engine, alarm: Alarm) -> None:
+    worker = alarmed.worker("sleeper")
+    worker.send(RegisterFunction(id="svc::wake"))
+    bind_alarm(worker, "b1", {"seconds": 2})
+    bind_alarm(worker, "b2", {"seconds": 2})
+    worker.send(UnregisterTrigger(id="b1"))
+    assert alarm.stopped == ["b1"]
+    worker.disconnect()
+    assert alarm.stopped == ["b1", "b2"]
+    assert alarmed.advance(5.0) == []
+    assert alarm.answers == []
+
+
+def test_engine_register_trigger_fails_with_the_plugins_refusal(alarmed: Engine) -> None:
+    caller = alarmed.worker("caller")
+    asked = {"trigger_type": "alarm", "function_id": "svc::wake", "config": {}}
+    assert caller.error("engine::register_trigger", asked) == ErrorBody(
+        "trigger_registration_failed", "seconds is required for alarm triggers"
+    )
+    assert alarmed.state.statistics().bindings == 0
+    asked["config"] = {"seconds": 1}
+    assert set(caller.result("engine::register_trigger", asked)) == {"id"}
 
 
 CALL = "0f0e0d0c-0b0a-4999-8888-777766665555"

@@ -21,7 +21,7 @@ import attrs
 from ..._protocol._messages import JSON, Message
 
 if TYPE_CHECKING:
-    from ._plugin import Continuation
+    from ._plugin import Continuation, EnginePlugin
     from ._timers import Timer
 
 #: The engine release whose behaviour this core reproduces (spec/protocol.md, status line).
@@ -217,6 +217,8 @@ class TriggerType:
     call_request_format: JSON = None
     #: Providing connection; ``None`` for the engine's own types.
     provider: Connection | None = None
+    #: The in-process worker that provides one of the engine's own types.
+    plugin: EnginePlugin | None = None
 
 
 @attrs.define(eq=False)

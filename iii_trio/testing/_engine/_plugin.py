@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias
 import attrs
 
 from ..._protocol._messages import JSON, ErrorBody
-from ._model import Caller, Connection, Output, describe_value
+from ._model import Binding, Caller, Connection, Output, describe_value
 
 if TYPE_CHECKING:
     from ._state import EngineState
@@ -97,6 +97,21 @@ class EnginePlugin:
 
     def attach(self, engine: EngineState) -> None:
         """Called once the core is built; keep ``engine`` to use its plugin interface."""
+
+    def check_binding(self, binding: Binding) -> None:
+        """A binding of one of this plugin's trigger types is being registered: raise
+        :class:`BuiltinFailure` to refuse it (its ``message`` reaches the registering worker as
+        ``trigger_registration_failed``; the binding is not kept). Must not change anything:
+        :meth:`start_binding` follows when it is accepted."""
+
+    def start_binding(self, binding: Binding, out: list[Output]) -> None:
+        """A binding of one of this plugin's trigger types goes live (checked already). Fire
+        it with :meth:`EngineState.fire_binding`; the same id may be started again after
+        :meth:`stop_binding`."""
+
+    def stop_binding(self, binding: Binding, out: list[Output]) -> None:
+        """A live binding of one of this plugin's trigger types ends (unregistered, its owner
+        left, or replaced under the same id)."""
 
     def worker_connected(self, connection: Connection, now: float, out: list[Output]) -> None:
         """A worker connection was accepted."""

@@ -85,6 +85,8 @@ logger = logging.getLogger("iii_trio.dev_engine")
 
 #: How long ``engine::register_trigger`` waits for a worker provider's answer (section 7.3).
 TRIGGER_ACK_TIMEOUT: Final = 10.0
+#: The code of a refused trigger binding (sections 3.2 and 7.3).
+REGISTRATION_FAILED: Final = "trigger_registration_failed"
 
 _BLANK_INVOKE_NAMESPACE: Final = (
     "`namespace` is empty: it was named and left blank. Give it a name, or omit it to use "
@@ -130,7 +132,7 @@ class EngineState:
       :attr:`bindings`, :attr:`in_process_workers`, and :attr:`version`, :attr:`started_at_ms`;
     - :meth:`arm` a timer; :meth:`answer` a caller; :meth:`start_call` to invoke a worker's
       function from the engine and continue when it answers; :meth:`fire_trigger` to deliver an
-      event to every binding of an engine trigger type;
+      event to every binding of an engine trigger type, :meth:`fire_binding` to one;
     - the operations behind the engine's own registration functions: :meth:`register_worker`,
       :meth:`register_durable_trigger`, :meth:`unregister_durable_trigger`.
     """
@@ -148,6 +150,9 @@ class EngineState:
         if grace < 0:
             raise ValueError(f"grace must be >= 0, got {grace!r}")
         self._grace = grace
+        #: The time of the event being handled (the shell's clock), for plugins that arm
+        #: timers from hooks that are not given it.
+        self.now = 0.0
         self.version = version
         self._new_uuid = new_uuid
         self.started_at_ms = started_at_ms
@@ -193,7 +198,9 @@ class EngineState:
             key = (DEFAULT_NAMESPACE, type_id)
             if key in self.trigger_types:
                 raise ValueError(f"two plugins provide trigger type {type_id}")
-            self.trigger_types[key] = TriggerType(DEFAULT_NAMESPACE, type_id, description)
+            self.trigger_types[key] = TriggerType(
+                DEFAULT_NAMESPACE, type_id, description, plugin=plugin
+            )
         return worker
 
     # -- the shell's entry points ------------------------------------------------------------------
@@ -207,6 +214,7 @@ class EngineState:
             The new connection's id (its ``worker_id``) and the outputs, which start with the
             ``workerregistered`` frame.
         """
+        self.now = now
         connection = Connection(
             id=self.new_id(),
             reattach_token=self.new_id(),
@@ -233,6 +241,7 @@ class EngineState:
         connection = self.connections.get(connection_id)
         if connection is None or connection.liveness is not Liveness.OPEN:
             return []
+        self.now = now
         out: list[Output] = []
         # Most frequent first: this sits on every routed call.
         if isinstance(message, InvokeFunction):
@@ -350,11 +359,13 @@ class EngineState:
             return True
         return caller
 
-    def disconnect(self, connection_id: str) -> list[Output]:
+    def disconnect(self, connection_id: str, now: float | None = None) -> list[Output]:
         """Run the disconnect cleanup of section 2.8 (once; later calls are no-ops)."""
         connection = self.connections.get(connection_id)
         if connection is None:
             return []
+        if now is not None:
+            self.now = now
         out: list[Output] = []
         self._cleanup(connection, out)
         return out
@@ -362,6 +373,7 @@ class EngineState:
     def tick(self, now: float) -> list[Output]:
         """Run every timer due at or before ``now`` (namespace grace expiries, unanswered
         ``engine::register_trigger`` calls, the plugins' timers)."""
+        self.now = now
         out: list[Output] = []
         self._timers.fire_due(now, out)
         return out
@@ -694,7 +706,14 @@ class EngineState:
             if binding.provider_key == key:
                 self._deliver(binding, dict(payload), out)
 
-    def _deliver(self, binding: Binding, payload: JSON, out: list[Output]) -> None:
+    def _deliver(
+        self,
+        binding: Binding,
+        payload: JSON,
+        out: list[Output],
+        *,
+        then: Continuation | None = None,
+    ) -> bool:
         function = self.functions.get((binding.namespace, binding.function_id))
         if function is None:
             logger.info(
@@ -703,13 +722,19 @@ class EngineState:
                 binding.function_id,
                 binding.namespace,
             )
-            return
+            return False
         if function.owner is None:
             logger.debug("trigger %s targets built-in %s: not delivered", binding.id, function.id)
-            return
+            return False
         self.start_call(
-            function.owner, binding.function_id, payload, out, metadata=binding.metadata
+            function.owner,
+            binding.function_id,
+            payload,
+            out,
+            metadata=binding.metadata,
+            then=then,
         )
+        return True
 
     # -- built-in functions (section 7) -----------------------------------------------------------
 
@@ -826,8 +851,21 @@ class EngineState:
         return None
 
     def _activate(self, binding: Binding, key: tuple[str, str], out: list[Output]) -> None:
+        trigger_type = self.trigger_types[key]
+        plugin = trigger_type.plugin
+        if plugin is not None:
+            try:
+                plugin.check_binding(binding)
+            except BuiltinFailure as refusal:
+                # Only a binding that fell back here from a departed provider gets this far
+                # unchecked: the engine keeps it parked.
+                logger.info("trigger %s stays parked: %s", binding.id, refusal.body.message)
+                return
+            binding.provider_key = key
+            plugin.start_binding(binding, out)
+            return
         binding.provider_key = key
-        provider = self.trigger_types[key].provider
+        provider = trigger_type.provider
         if provider is not None:
             self._send(
                 provider,
@@ -848,22 +886,50 @@ class EngineState:
         if key is None:
             return
         trigger_type = self.trigger_types.get(key)
-        if trigger_type is not None and trigger_type.provider is not None:
+        if trigger_type is None:
+            return
+        if trigger_type.plugin is not None:
+            trigger_type.plugin.stop_binding(binding, out)
+        elif trigger_type.provider is not None:
             self._send(
                 trigger_type.provider,
                 UnregisterTrigger(id=binding.id, trigger_type=binding.trigger_type),
                 out,
             )
 
-    def _add_binding(self, binding: Binding, out: list[Output]) -> tuple[str, str] | None:
+    def _add_binding(
+        self, binding: Binding, out: list[Output]
+    ) -> tuple[str, str] | BuiltinFailure | None:
+        """Register ``binding``: its provider key once live, None when parked, or the refusal
+        of the engine's own provider (then nothing changed: a binding it replaced stays)."""
+        key = self._lookup_provider(binding)
+        plugin = self.trigger_types[key].plugin if key is not None else None
+        if plugin is not None:
+            try:
+                plugin.check_binding(binding)
+            except BuiltinFailure as refusal:
+                return refusal
         replaced = self.bindings.pop(binding.id, None)
         if replaced is not None:
             self._deactivate(replaced, out)
         self.bindings[binding.id] = binding
-        key = self._lookup_provider(binding)
         if key is not None:
             self._activate(binding, key, out)
         return key
+
+    def fire_binding(
+        self,
+        binding: Binding,
+        payload: JSON,
+        out: list[Output],
+        *,
+        then: Continuation | None = None,
+    ) -> bool:
+        """Call ``binding``'s function with ``payload`` and its metadata (plugin interface):
+        what an engine trigger type does when one binding's event happens. With ``then``, the
+        call's outcome continues there. False when the function is not there to call (the
+        engine logs it and calls nothing)."""
+        return self._deliver(binding, payload, out, then=then)
 
     def _apply_register_trigger(
         self, connection: Connection, message: RegisterTrigger, out: list[Output]
@@ -888,7 +954,7 @@ class EngineState:
                     out,
                 )
                 return
-        self._add_binding(
+        added = self._add_binding(
             Binding(
                 id=message.id,
                 trigger_type=message.trigger_type,
@@ -902,6 +968,17 @@ class EngineState:
             ),
             out,
         )
+        if isinstance(added, BuiltinFailure):
+            self._send(
+                connection,
+                TriggerRegistrationResult(
+                    id=message.id,
+                    trigger_type=message.trigger_type,
+                    function_id=message.function_id,
+                    error=ErrorBody(REGISTRATION_FAILED, added.body.message),
+                ),
+                out,
+            )
 
     def _apply_unregister_trigger(self, message: UnregisterTrigger, out: list[Output]) -> None:
         binding = self.bindings.pop(message.id, None)
@@ -954,7 +1031,7 @@ class EngineState:
                 # The caller never learns the id, so a refused durable binding is not kept.
                 self.bindings.pop(message.id, None)
                 text = f"{message.error.code}: {message.error.message}"
-                error = ErrorBody("trigger_registration_failed", text)
+                error = ErrorBody(REGISTRATION_FAILED, text)
                 self.answer(awaited.caller, out, error=error)
             return
         binding = self.bindings.get(message.id)
@@ -985,6 +1062,8 @@ class EngineState:
             owner=None,
         )
         key = self._add_binding(binding, out)
+        if isinstance(key, BuiltinFailure):
+            raise BuiltinFailure(REGISTRATION_FAILED, key.body.message)
         provider = self.trigger_types[key].provider if key is not None else None
         if provider is None or call.caller is None:
             return {"id": binding.id}
