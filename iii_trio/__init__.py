@@ -20,6 +20,8 @@ from ._exceptions import InvocationError as InvocationError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RegistrationRejected as RegistrationRejected
 from ._exceptions import TriggerRegistrationError as TriggerRegistrationError
+from ._http_invocation import HttpAuth as HttpAuth
+from ._http_invocation import HttpInvocation as HttpInvocation
 from ._types import Backoff as Backoff
 from ._types import ConnectionState as ConnectionState
 from ._types import FunctionInfo as FunctionInfo
@@ -42,6 +44,8 @@ __all__ = [
     "FunctionInfo",
     "FunctionNotFound",
     "FunctionRef",
+    "HttpAuth",
+    "HttpInvocation",
     "IIIError",
     "InvocationError",
     "JSONValue",
