@@ -55,6 +55,7 @@ from ._model import (
     NamespaceState,
     Output,
     Pending,
+    RunInEngine,
     Send,
     TimerArmed,
     TriggerType,
@@ -302,7 +303,7 @@ class EngineState:
         if function is None:
             return None
         executor = function.owner
-        if executor is None or executor.liveness is not Liveness.OPEN:
+        if executor is None or executor.liveness is not Liveness.OPEN or function.run is not None:
             return None
         if type(data) is dict:
             # What receive() does with a copy; same keys in the same order.
@@ -456,11 +457,6 @@ class EngineState:
         self, connection: Connection, message: RegisterFunction, out: list[Output]
     ) -> None:
         namespace = connection.effective_namespace
-        if message.invocation is not None:
-            # The real engine needs its iii-http-functions worker for these and silently drops
-            # the registration without it; the dev engine does not have that worker yet.
-            logger.debug("dropping HTTP-invoked function %s (not supported)", message.id)
-            return
         if message.id.startswith("engine::") and namespace != DEFAULT_NAMESPACE:
             self._reject_function(connection, namespace, message.id, "", out)
             return
@@ -471,6 +467,15 @@ class EngineState:
             owner_id = holder.id if holder is not None else ""
             self._reject_function(connection, namespace, message.id, owner_id, out)
             return
+        run = None
+        if message.invocation is not None:
+            # As the engine: the lease is checked first, then the worker that performs HTTP
+            # calls (iii-http-functions) validates the endpoint; without it, or when it refuses
+            # the endpoint, the registration is dropped and the worker is not told.
+            run = self._http_function(connection, message)
+            if run is None:
+                logger.debug("dropping HTTP-invoked function %s: no worker took it", message.id)
+                return
         self.functions[key] = Function(
             namespace,
             message.id,
@@ -479,8 +484,18 @@ class EngineState:
             request_format=message.request_format,
             response_format=message.response_format,
             metadata=message.metadata,
+            run=run,
         )
         connection.functions.add(key)
+
+    def _http_function(
+        self, connection: Connection, message: RegisterFunction
+    ) -> RunInEngine | None:
+        for plugin in self._plugins:
+            run = plugin.http_function(connection, message)
+            if run is not None:
+                return run
+        return None
 
     def _reject_function(
         self,
@@ -553,6 +568,9 @@ class EngineState:
         executor = function.owner
         if executor is None:
             self._run_builtin(Call(connection, function_id, caller, now), data, out)
+            return
+        if function.run is not None:
+            function.run(data, caller, out)
             return
         baggage = message.baggage
         if message.traceparent is not None or baggage is not None:
@@ -705,6 +723,9 @@ class EngineState:
             return
         if function.owner is None:
             logger.debug("trigger %s targets built-in %s: not delivered", binding.id, function.id)
+            return
+        if function.run is not None:
+            function.run(payload, None, out)
             return
         self.start_call(
             function.owner, binding.function_id, payload, out, metadata=binding.metadata
