@@ -20,6 +20,8 @@ from ._exceptions import InvocationError as InvocationError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RegistrationRejected as RegistrationRejected
 from ._exceptions import TriggerRegistrationError as TriggerRegistrationError
+from ._http_invocation import HttpAuth as HttpAuth
+from ._http_invocation import HttpInvocation as HttpInvocation
 from ._http_types import ApiRequest as ApiRequest
 from ._http_types import ApiResponse as ApiResponse
 from ._http_types import ApiTrigger as ApiTrigger
@@ -51,6 +53,8 @@ __all__ = [
     "FunctionInfo",
     "FunctionNotFound",
     "FunctionRef",
+    "HttpAuth",
+    "HttpInvocation",
     "IIIError",
     "InvocationError",
     "JSONValue",

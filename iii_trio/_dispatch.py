@@ -388,14 +388,21 @@ async def serve_invocation(
     message: InvokeFunction,
     worker: Worker,
     sink: ResultSink,
+    *,
+    refusal: ErrorBody | None = None,
 ) -> None:
-    """Run one invocation to completion and send its result frame to ``sink``."""
+    """Run one invocation to completion and send its result frame to ``sink``.
+
+    Without a ``handler`` the answer is ``refusal``, by default ``function_not_found``.
+    """
     payload = _enter_invocation(message, worker)
     try:
         if handler is None:
-            frame = _error_frame(
-                message, "function_not_found", f"Function '{message.function_id}' not found", None
-            )
+            if refusal is None:
+                refusal = ErrorBody(
+                    "function_not_found", f"Function '{message.function_id}' not found"
+                )
+            frame = _error_frame(message, refusal.code, refusal.message, None)
         else:
             if handler.structure is not None:
                 payload = handler.structure(payload)

@@ -46,6 +46,7 @@ from ._exceptions import (
     TriggerRegistrationError,
 )
 from ._groups import raise_collapsed
+from ._http_invocation import HttpInvocation, invocation_ref
 from ._protocol._codec import encode, encode_call, encode_json, loads
 from ._protocol._ids import new_invocation_id
 from ._protocol._messages import (
@@ -90,6 +91,12 @@ _DEFAULT_NAMESPACE_PREFIXES: Final = ("engine::", "configuration::")
 _INFO_BATCH: Final = 32  # engine::functions::info accepts at most 32 ids per call
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+#: The answer to an invocation of an HTTP-invoked function that reached this worker: the engine
+#: calls the endpoint itself, so the worker has nothing to run (features.md HTTPFN-04).
+_NOT_INVOKABLE: Final = ErrorBody(
+    "function_not_invokable", "Function is HTTP-invoked and cannot be invoked locally"
+)
 
 
 @attrs.frozen
@@ -184,6 +191,8 @@ class _SessionOwner:
         self.worker = worker
         self.registry = Registry()
         self.handlers: dict[str, PreparedHandler] = {}
+        #: Functions registered with an HttpInvocation: the engine calls them, never the worker.
+        self.http_functions: set[str] = set()
         #: Refused registrations of the current connection, by function id.
         self.rejections: dict[str, RegistrationRejected] = {}
         #: Refused trigger bindings of the current connection, by trigger id.
@@ -210,8 +219,13 @@ class _SessionOwner:
         return announce, self.registry.replay()
 
     async def serve_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
+        function_id = message.function_id
         await serve_invocation(
-            self.handlers.get(message.function_id), message, self.worker, session
+            self.handlers.get(function_id),
+            message,
+            self.worker,
+            session,
+            refusal=_NOT_INVOKABLE if function_id in self.http_functions else None,
         )
 
     def serve_inline(self, message: InvokeFunction) -> bytes | None:
@@ -355,6 +369,7 @@ class Worker:
         owner = self._owner
         message = owner.registry.remove_function(function_id)
         owner.handlers.pop(function_id, None)
+        owner.http_functions.discard(function_id)
         owner.rejections.pop(function_id, None)
         if message is not None and self._link.state is not ConnectionState.CLOSED:
             self._send_if_connected(message)
@@ -364,7 +379,7 @@ class Worker:
     def register_function(
         self,
         function_id: str,
-        handler: Callable[..., Any],
+        handler: Callable[..., Any] | HttpInvocation,
         *,
         description: str | None = None,
         request_format: JSONValue = None,
@@ -378,6 +393,13 @@ class Worker:
         ``request_format`` / ``response_format`` are not given they are derived from the
         payload and return annotations.
 
+        ``handler`` may instead be an :class:`~iii_trio.HttpInvocation`: the engine then calls
+        that HTTP endpoint for every invocation and the worker runs nothing. Only the names of
+        the environment variables holding its credentials are sent, never their values. An
+        engine without HTTP-invoked functions, or whose URL rules refuse the endpoint, drops
+        the registration without telling the worker (calls then fail with
+        ``function_not_found``).
+
         The engine may refuse the id (another worker holds it): see
         :attr:`FunctionRef.rejection` and :meth:`wait_registered`.
 
@@ -390,18 +412,32 @@ class Worker:
         self._check_open()
         _check_id("function_id", function_id)
         _check_optional_string("description", description)
-        prepared = prepare_handler(function_id, handler)
-        message = RegisterFunction(
-            id=function_id,
-            description=description,
-            request_format=_first_given(request_format, prepared.request_format),
-            response_format=_first_given(response_format, prepared.response_format),
-            metadata=metadata,
-        )
+        prepared: PreparedHandler | None = None
+        if isinstance(handler, HttpInvocation):
+            message = RegisterFunction(
+                id=function_id,
+                description=description,
+                request_format=request_format,
+                response_format=response_format,
+                metadata=metadata,
+                invocation=invocation_ref(handler),
+            )
+        else:
+            prepared = prepare_handler(function_id, handler)
+            message = RegisterFunction(
+                id=function_id,
+                description=description,
+                request_format=_first_given(request_format, prepared.request_format),
+                response_format=_first_given(response_format, prepared.response_format),
+                metadata=metadata,
+            )
         _check_encodable(message, "a schema or metadata of function " + repr(function_id))
         owner = self._owner
         owner.registry.add_function(message)
-        owner.handlers[function_id] = prepared
+        if prepared is None:
+            owner.http_functions.add(function_id)
+        else:
+            owner.handlers[function_id] = prepared
         self._send_if_connected(message)
         return FunctionRef(function_id, self)
 

@@ -15,6 +15,7 @@ from iii_trio.testing import DevEngine
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
+import http_function  # noqa: E402
 import quickstart  # noqa: E402
 import trigger_type  # noqa: E402
 
@@ -68,4 +69,23 @@ def test_trigger_type_script_runs_on_its_embedded_engine() -> None:
     completed, _ = run_example("trigger_type.py")
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.splitlines() == TICKS
+    assert completed.stderr == ""
+
+
+async def test_http_function_main_calls_the_endpoint_through_the_engine(
+    iii_engine: DevEngine, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(http_function.SECRET_VARIABLE, "example-test-secret")
+    await http_function.main(iii_engine.url)
+    assert capsys.readouterr().out.splitlines() == [
+        "quote::price(3 widgets) = {'item': 'widget', 'total': 29.97}",
+        "quote::price(1 gizmo) failed: unknown_item - no price for 'gizmo'",
+    ]
+
+
+def test_http_function_script_runs_on_its_embedded_engine() -> None:
+    completed, _ = run_example("http_function.py")
+    assert completed.returncode == 0, completed.stderr
+    assert "'total': 29.97" in completed.stdout
+    assert "failed: unknown_item" in completed.stdout
     assert completed.stderr == ""

@@ -33,6 +33,8 @@ REQUIRED_NAMES = {
     "WorkerInfo",
     "TriggerTypeInfo",
     "TriggerInfo",
+    "HttpInvocation",
+    "HttpAuth",
     "Context",
     "get_context",
     "use_context",

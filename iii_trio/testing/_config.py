@@ -27,9 +27,15 @@ How it is read, as the engine reads it:
 - An ``iii-worker-manager`` block takes ``port`` (default 49134, 0 picks a free port),
   ``host``, ``handshake_timeout_ms`` (default 10000), ``middleware_function_id`` and ``rbac``;
   other keys are an error, as in the engine.
+- An ``iii-http-functions`` block takes ``security``, a mapping of ``url_allowlist`` (a list of
+  host globs; empty or absent means ``["*"]``), ``block_private_ips`` and ``require_https``
+  (booleans, both true by default); other keys are an error, as in the engine.
 
 What the dev engine does with it (:class:`EngineConfig`): each ``iii-worker-manager`` entry
-becomes a :class:`Listener`. ``middleware_function_id`` and ``rbac`` are not applied yet, and
+becomes a :class:`Listener`; the first ``iii-http-functions`` entry's security settings apply to
+HTTP-invoked functions (:attr:`EngineConfig.http_security`; without such an entry the dev engine
+allows plain http and private addresses, where the engine would not offer HTTP-invoked functions
+at all). ``middleware_function_id`` and ``rbac`` are not applied yet, and
 every other worker is not emulated yet; the dev engine says so once at INFO for each (see
 :attr:`EngineConfig.notes`) and carries on, since a file written for the real engine should
 start the dev engine too. The blocks of those workers are kept (:meth:`EngineConfig.entries`)
@@ -53,6 +59,8 @@ from typing import Final
 
 import attrs
 import yaml
+
+from ._engine._http_functions import HTTP_FUNCTIONS, HttpSecurity
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT_MS",
@@ -89,6 +97,7 @@ _WORKER_MANAGER_KEYS: Final = (
     "middleware_function_id",
     "rbac",
 )
+_SECURITY_KEYS: Final = ("url_allowlist", "block_private_ips", "require_https")
 
 #: The engine's in-process workers (spec/engine.md, section 1.2): none may have an ``image``.
 BUILTIN_WORKERS: Final = frozenset(
@@ -110,7 +119,7 @@ BUILTIN_WORKERS: Final = frozenset(
     }
 )
 #: Workers whose blocks the dev engine applies.
-EMULATED_WORKERS: Final = frozenset({WORKER_MANAGER})
+EMULATED_WORKERS: Final = frozenset({WORKER_MANAGER, HTTP_FUNCTIONS})
 #: Workers the dev engine always provides in its own way, whatever their block says.
 _ALWAYS_PROVIDED: Final = frozenset({"iii-engine-functions"})
 #: Built-in names and the registry workers that replaced them: a file may name one of each pair.
@@ -191,6 +200,9 @@ class EngineConfig:
             lists none (the dev engine then listens where it is told).
         namespace_grace_ms: ``registration_namespace_grace_ms``, if the file sets it.
         notes: what the dev engine ignores in the file, one line each, to log at INFO.
+        http_security: the security settings of the first ``iii-http-functions`` entry, the
+            engine's defaults filling in what it leaves out; ``None`` when the file lists no
+            such entry.
     """
 
     source: str
@@ -198,6 +210,7 @@ class EngineConfig:
     listeners: tuple[Listener, ...] = ()
     namespace_grace_ms: int | None = None
     notes: tuple[str, ...] = ()
+    http_security: HttpSecurity | None = None
 
     def entries(self, name: str) -> tuple[WorkerEntry, ...]:
         """The entries of worker ``name`` (every instance, in file order)."""
@@ -377,6 +390,7 @@ class _Reader:
         workers = _name_instances(workers)
         self.check_renamed(workers)
         listeners = []
+        http_security = None
         for entry in workers:
             if entry.image is not None and entry.kind in BUILTIN_WORKERS:
                 raise self.fail(
@@ -385,6 +399,15 @@ class _Reader:
                 )
             if entry.kind == WORKER_MANAGER:
                 listeners.append(self.listener(entry.config, f"{entry.key}.config"))
+            elif entry.kind == HTTP_FUNCTIONS:
+                security = self.http_security(entry.config, f"{entry.key}.config")
+                if http_security is None:
+                    http_security = security
+                else:
+                    self.note(
+                        f"only the first '{HTTP_FUNCTIONS}' entry applies; '{entry.instance}' "
+                        "is ignored"
+                    )
             elif entry.kind in _ALWAYS_PROVIDED and entry.image is None:
                 if entry.config is not None:
                     self.note(
@@ -404,6 +427,7 @@ class _Reader:
             listeners=tuple(listeners),
             namespace_grace_ms=grace,
             notes=tuple(self.notes),
+            http_security=http_security,
         )
 
     def entries(self, document: dict[object, object], key: str) -> list[WorkerEntry]:
@@ -483,6 +507,48 @@ class _Reader:
                 raise self.fail(f"{key}.rbac", f"expected a mapping, got {_kind(rbac)}")
             self.note(f"{WORKER_MANAGER} key 'rbac' is not applied by the dev engine; ignored")
         return Listener(host=host, port=port, handshake_timeout=timeout_ms / 1000)
+
+    def http_security(self, block: object, key: str) -> HttpSecurity:
+        if block is None:
+            return HttpSecurity()
+        if not isinstance(block, dict):
+            raise self.fail(key, f"expected a mapping, got {_kind(block)}")
+        for name in block:
+            if name != "security":
+                raise self.fail(
+                    f"{key}.{name}", f"unknown key (an {HTTP_FUNCTIONS} block takes security)"
+                )
+        if "security" not in block:
+            return HttpSecurity()
+        key = f"{key}.security"
+        security = block["security"]
+        if not isinstance(security, dict):
+            raise self.fail(key, f"expected a mapping, got {_kind(security)}")
+        for name in security:
+            if name not in _SECURITY_KEYS:
+                raise self.fail(
+                    f"{key}.{name}", f"unknown key (security takes {', '.join(_SECURITY_KEYS)})"
+                )
+        allowlist = security.get("url_allowlist", [])
+        if not isinstance(allowlist, list):
+            raise self.fail(f"{key}.url_allowlist", f"expected a list, got {_kind(allowlist)}")
+        for index, pattern in enumerate(allowlist):
+            if not isinstance(pattern, str):
+                raise self.fail(
+                    f"{key}.url_allowlist[{index}]", f"expected a string, got {_kind(pattern)}"
+                )
+        flags = {}
+        for name in ("block_private_ips", "require_https"):
+            value = security.get(name, True)
+            if not isinstance(value, bool):
+                raise self.fail(f"{key}.{name}", f"expected a boolean, got {_kind(value)}")
+            flags[name] = value
+        return HttpSecurity(
+            # An empty list means "any host" to the engine.
+            url_allowlist=tuple(allowlist) or ("*",),
+            block_private_ips=flags["block_private_ips"],
+            require_https=flags["require_https"],
+        )
 
     def integer(self, value: object, key: str, *, maximum: int | None = None) -> int:
         # bool is an int to Python, not to the engine's YAML reader.

@@ -84,7 +84,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Final, NoReturn, final
+from typing import TYPE_CHECKING, Final, NoReturn, final
 
 import orjson
 import trio
@@ -122,6 +122,7 @@ from ._engine import (
     CloseConnection,
     EngineState,
     EngineStatistics,
+    HttpRequest,
     Output,
     Send,
     TimerArmed,
@@ -129,6 +130,10 @@ from ._engine import (
     WorkerConnected,
     WorkerDisconnected,
 )
+from ._engine._http_functions import PERMISSIVE_SECURITY, HttpFunctions, HttpOutcome
+
+if TYPE_CHECKING:
+    from ._http_client import HttpCaller
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -267,12 +272,20 @@ async def open_dev_engine(
         config: an iii engine config file (the path of a ``config.yaml``, or what
             :func:`load_config` read from one). Each of its ``iii-worker-manager`` entries is a
             listener, the first one the main one; ``host`` and ``port`` replace the main one's
-            address when given. Other workers are not emulated yet: each is logged once at INFO
-            and ignored.
+            address when given. An ``iii-http-functions`` entry's ``security`` settings apply to
+            HTTP-invoked functions. Other workers are not emulated yet: each is logged once at
+            INFO and ignored.
         namespace_grace: seconds a new connection's registrations wait for
             ``engine::workers::register`` before they go to namespace ``default``. Defaults to
             ``$III_NAMESPACE_GRACE_MS`` (milliseconds), else the config's
             ``registration_namespace_grace_ms``, else 5 s, as in the engine.
+
+    HTTP-invoked functions (``register_function(id, HttpInvocation(...))``) are performed by
+    the engine with the credentials of its own environment (``os.environ``). Without an
+    ``iii-http-functions`` entry in ``config``, any ``http://`` or ``https://`` URL is accepted,
+    loopback and private addresses included, which is what local development needs; the
+    engine itself offers HTTP-invoked functions only when its config lists that worker, and
+    then, by default, only over HTTPS to public addresses.
 
     Entering blocks until every listener is listening. Leaving drops every connection without
     a close frame, as the engine does on shutdown, and cancels all of the engine's tasks; it
@@ -344,9 +357,19 @@ async def serve_dev_engine(
     if engine_config is not None:
         for note in engine_config.notes:
             logger.info("%s", note)
-    state = EngineState(grace=grace, version=DEV_ENGINE_VERSION, started_at_ms=_unix_ms())
-    server = _Server(state)
+    http_security = None if engine_config is None else engine_config.http_security
+    http_functions = HttpFunctions(
+        PERMISSIVE_SECURITY if http_security is None else http_security, environ=os.environ
+    )
+    state = EngineState(
+        grace=grace,
+        version=DEV_ENGINE_VERSION,
+        started_at_ms=_unix_ms(),
+        plugins=(http_functions,),
+    )
+    server = _Server(state, http_functions)
     async with trio.open_nursery() as nursery:
+        server.nursery = nursery
         addresses: list[tuple[str, int]] = []
         bound: list[str] = []
         # One server per listener, all feeding the same engine: where a worker connects
@@ -525,8 +548,14 @@ class _Outbox:
 class _Server:
     """Connects WebSocket connections, the timer and the :class:`EngineState` together."""
 
-    def __init__(self, state: EngineState) -> None:
+    def __init__(self, state: EngineState, http_functions: HttpFunctions | None = None) -> None:
         self._state = state
+        #: The core's iii-http-functions plugin, which HTTP outcomes go back to.
+        self._http_functions = http_functions
+        #: Sends the HTTP-invoked functions' requests; made on the first one.
+        self._http_caller: HttpCaller | None = None
+        #: The engine's nursery, where the HTTP requests run.
+        self.nursery: trio.Nursery | None = None
         self._outboxes: dict[str, _Outbox] = {}
         #: Outboxes that got frames since the last :meth:`_write_dirty`.
         self._dirty: list[_Outbox] = []
@@ -818,6 +847,8 @@ class _Server:
             elif isinstance(output, TimerArmed):
                 if output.deadline < self._timer_deadline:
                     self._timer_wakeup.set()
+            elif isinstance(output, HttpRequest):
+                self._send_http(output)
             elif isinstance(output, WorkerConnected):
                 logger.info(
                     "worker connected: id=%s peer=%s", output.connection_id, output.peer_host
@@ -837,6 +868,21 @@ class _Server:
                     output.namespace,
                 )
         return full
+
+    def _send_http(self, request: HttpRequest) -> None:
+        if self._http_caller is None:
+            assert self.nursery is not None
+            # httpx is loaded by the first engine that needs it, not by every engine started.
+            from ._http_client import HttpCaller
+
+            self._http_caller = HttpCaller(self.nursery, self._finish_http)
+        self._http_caller.start(request)
+
+    def _finish_http(self, request_id: str, outcome: HttpOutcome) -> None:
+        assert self._http_functions is not None  # the only plugin that asks for requests
+        self._perform(self._http_functions.finish(request_id, outcome))
+        self._write_dirty()
+        self._report_progress()
 
     def _close(self, request: CloseConnection) -> None:
         outbox = self._outboxes.get(request.connection_id)

@@ -19,6 +19,7 @@ from iii_trio.testing._config import (
     read_config,
     resolve_listeners,
 )
+from iii_trio.testing._engine._http_functions import HttpSecurity
 
 VERSION = "0.23.0-rc.4+test"
 
@@ -331,3 +332,87 @@ def test_explicit_host_and_port_replace_the_main_listener_only() -> None:
         assert resolve(without_listeners, None, 7) == (
             Listener(host="127.0.0.1", port=7, handshake_timeout=10.0),
         )
+
+
+# --- iii-http-functions: the security settings -------------------------------------------------
+
+
+def test_without_an_http_functions_entry_there_are_no_security_settings() -> None:
+    assert parse("workers: [{name: iii-worker-manager}]\n").http_security is None
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("", HttpSecurity(("*",), block_private_ips=True, require_https=True)),
+        ("    config: null\n", HttpSecurity()),
+        ("    config: {}\n", HttpSecurity()),
+        ("    config: {security: {}}\n", HttpSecurity()),
+        ("    config: {security: {url_allowlist: []}}\n", HttpSecurity(("*",))),
+        (
+            "    config:\n"
+            "      security:\n"
+            "        url_allowlist: [localhost, 127.0.0.1, '*.example.com']\n"
+            "        block_private_ips: false\n"
+            "        require_https: false\n",
+            HttpSecurity(("localhost", "127.0.0.1", "*.example.com"), False, False),
+        ),
+    ],
+)
+def test_the_http_functions_security_block_with_the_engines_defaults(
+    block: str, expected: HttpSecurity
+) -> None:
+    config = parse(f"workers:\n  - name: iii-http-functions\n{block}")
+    assert config.http_security == expected
+    assert config.notes == ()  # emulated: nothing to say
+
+
+def test_only_the_first_http_functions_entry_applies() -> None:
+    config = parse(
+        "workers:\n"
+        "  - name: iii-http-functions\n"
+        "    config: {security: {require_https: false}}\n"
+        "  - name: iii-http-functions\n"
+        "    config: {security: {require_https: true}}\n"
+    )
+    assert config.http_security == HttpSecurity(require_https=False)
+    assert config.notes == (
+        "config: only the first 'iii-http-functions' entry applies; 'iii-http-functions#1' is "
+        "ignored",
+    )
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("[1]", "workers[0].config: expected a mapping, got a list"),
+        (
+            "{secure: {}}",
+            "workers[0].config.secure: unknown key (an iii-http-functions block takes security)",
+        ),
+        ("{security: null}", "workers[0].config.security: expected a mapping, got null"),
+        (
+            "{security: {allowlist: []}}",
+            "workers[0].config.security.allowlist: unknown key (security takes url_allowlist, "
+            "block_private_ips, require_https)",
+        ),
+        (
+            "{security: {url_allowlist: '*'}}",
+            "workers[0].config.security.url_allowlist: expected a list, got a string ('*')",
+        ),
+        (
+            "{security: {url_allowlist: [1]}}",
+            "workers[0].config.security.url_allowlist[0]: expected a string, got an integer (1)",
+        ),
+        (
+            "{security: {require_https: 'no'}}",
+            "workers[0].config.security.require_https: expected a boolean, got a string ('no')",
+        ),
+        (
+            "{security: {block_private_ips: null}}",
+            "workers[0].config.security.block_private_ips: expected a boolean, got null",
+        ),
+    ],
+)
+def test_a_bad_http_functions_block_is_refused_with_its_key_path(block: str, expected: str) -> None:
+    assert problem(f"workers:\n  - name: iii-http-functions\n    config: {block}\n") == expected

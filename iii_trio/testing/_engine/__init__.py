@@ -17,6 +17,8 @@ Where things are
 - :mod:`._introspection`: ``iii-engine-functions``, the ``engine::*`` functions and the
   discovery trigger types.
 - :mod:`._enqueue`: how an enqueue action reaches the queue provider.
+- :mod:`._http_functions`: ``iii-http-functions``, HTTP-invoked functions: which endpoints are
+  accepted, the requests the shell sends for their calls, and the answers made of the outcomes.
 - :mod:`._model`: the tables' records, the outputs, and the engine's text rules.
 
 Theory of operation
@@ -31,8 +33,9 @@ Theory of operation
 
 passing the current time each time (the core never reads a clock). Every call returns a list of
 outputs for the shell to perform in order: :class:`Send` a message to a connection,
-:class:`CloseConnection`, :class:`TimerArmed` (wake the timer earlier), or one of the
-informational worker events the shell logs.
+:class:`CloseConnection`, :class:`TimerArmed` (wake the timer earlier), :class:`HttpRequest`
+(perform an HTTP-invoked function's call, then report the outcome to the plugin that asked), or
+one of the informational worker events the shell logs.
 
 Two shortcuts serve the messages every routed call consists of: :meth:`EngineState.route_invocation`
 and :meth:`EngineState.route_result` take plain field values and return plain values, building
@@ -61,13 +64,16 @@ Where the spec is silent
 - A registered trigger's ``worker_name`` is its registering worker's name, else the first
   ``::`` segment of its function id.
 - Not provided yet, answered as an engine without the worker that provides them would:
-  HTTP-invoked functions (dropped), channels (``function_not_found``), the queue (enqueue fails
-  with ``enqueue_error`` unless a worker registers ``engine::queue::enqueue``).
+  channels (``function_not_found``), the queue (enqueue fails with ``enqueue_error`` unless a
+  worker registers ``engine::queue::enqueue``). HTTP-invoked functions are provided only when
+  the shell installs the :class:`._http_functions.HttpFunctions` plugin (it always does); a
+  core without it drops them as an engine without ``iii-http-functions`` does.
 """
 
 from ._model import BASELINE_ENGINE_VERSION as BASELINE_ENGINE_VERSION
 from ._model import CloseConnection as CloseConnection
 from ._model import EngineStatistics as EngineStatistics
+from ._model import HttpRequest as HttpRequest
 from ._model import NamespaceState as NamespaceState
 from ._model import Output as Output
 from ._model import Send as Send
@@ -87,6 +93,7 @@ __all__ = [
     "EngineStatistics",
     "EnginePlugin",
     "EngineState",
+    "HttpRequest",
     "NamespaceState",
     "Output",
     "Send",

@@ -7,12 +7,15 @@ engine's rules for ids, labels and baggage (spec/protocol.md sections 2.4 and 4)
 
 from __future__ import annotations
 
+import base64
 import enum
+import hashlib
+import hmac
 import json
 import re
 import unicodedata
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import quote
 
@@ -86,9 +89,58 @@ class WorkerDisconnected:
     namespace: str | None
 
 
+@attrs.frozen
+class HttpRequest:
+    """Send one HTTP request for an HTTP-invoked function (spec/protocol.md section 9.2), then
+    hand its outcome to the ``iii-http-functions`` plugin's ``finish`` under ``request_id``.
+
+    The request's headers need the wall clock (``x-iii-Timestamp``, and the HMAC signature over
+    it), which the core does not read: the shell builds them with :meth:`headers_at`. The
+    header values and the HMAC secret may hold credentials and are left out of the repr.
+    """
+
+    #: Identifies the outcome to ``finish``; also the request's ``x-iii-Invocation-ID``.
+    request_id: str
+    method: str
+    url: str
+    #: The invocation's data as compact JSON.
+    body: bytes
+    #: Seconds the whole request may take, connecting included.
+    timeout: float
+    #: Headers before ``x-iii-Timestamp``.
+    head: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    #: Headers after it: the registered ones, then a bearer or API key header.
+    tail: tuple[tuple[str, str], ...] = attrs.field(repr=False)
+    #: Set for HMAC authentication: the body is signed with it.
+    hmac_secret: str | None = attrs.field(default=None, repr=False)
+    #: A host name the shell must resolve first, refusing the request if any of its addresses
+    #: is private (the security rule ``block_private_ips``, which the core checks only for
+    #: addresses written in the URL).
+    check_host: str | None = None
+
+    def headers_at(self, timestamp: int) -> list[tuple[str, str]]:
+        """Every header of the request sent at ``timestamp`` (Unix seconds), in order."""
+        headers = [*self.head, ("x-iii-timestamp", str(timestamp)), *self.tail]
+        if self.hmac_secret is not None:
+            signature = hmac_signature(self.body, self.hmac_secret, timestamp)
+            headers.append(("x-iii-signature", signature))
+        return headers
+
+
 Output: TypeAlias = (
-    Send | CloseConnection | TimerArmed | WorkerConnected | WorkerAnnounced | WorkerDisconnected
+    Send
+    | CloseConnection
+    | TimerArmed
+    | WorkerConnected
+    | WorkerAnnounced
+    | WorkerDisconnected
+    | HttpRequest
 )
+
+#: How the engine itself performs a function for its owner (an HTTP-invoked function): called
+#: with the call's data and where its outcome goes (``None`` when nobody waits), it reports
+#: the outcome there, now or later.
+RunInEngine: TypeAlias = Callable[[JSON, "Continuation | None", list[Output]], None]
 
 
 @attrs.frozen
@@ -171,6 +223,9 @@ class Function:
     response_format: JSON = None
     metadata: JSON = None
     provider: InProcessWorker | None = None
+    #: Set when the engine performs the function's calls itself instead of sending them to
+    #: ``owner`` (an HTTP-invoked function, which ``owner`` registered and still owns).
+    run: RunInEngine | None = None
 
 
 @attrs.define(eq=False)
@@ -318,6 +373,15 @@ def baggage_with_function_id(baggage: str | None, function_id: str) -> str:
             members.append(member)
     members.append(f"{_BAGGAGE_FUNCTION_KEY}={quote(function_id, safe=_BAGGAGE_SAFE)}")
     return ",".join(members)
+
+
+def hmac_signature(body: bytes, secret: str, timestamp: int) -> str:
+    """The ``x-iii-Signature`` of an HTTP-invoked function's request (section 9.1):
+    ``sha256=`` and the hex HMAC-SHA256, keyed with ``secret``, of ``"<timestamp>:<base64 of
+    body>"``."""
+    signed = f"{timestamp}:{base64.b64encode(body).decode('ascii')}".encode()
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    return f"sha256={digest}"
 
 
 def first_segment(identifier: str) -> str:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias
 
 import attrs
 
-from ..._protocol._messages import JSON, ErrorBody
-from ._model import Binding, Caller, Connection, Output, describe_value
+from ..._protocol._messages import JSON, ErrorBody, RegisterFunction
+from ._model import Binding, Caller, Connection, Output, RunInEngine, describe_value
 
 if TYPE_CHECKING:
     from ._state import EngineState
@@ -121,6 +121,18 @@ class EnginePlugin:
 
     def worker_disconnected(self, connection: Connection, out: list[Output]) -> None:
         """A worker connection's cleanup ran (its functions and bindings are gone)."""
+
+    def http_function(
+        self, connection: Connection, message: RegisterFunction
+    ) -> RunInEngine | None:
+        """``connection`` registers an HTTP-invoked function (``message.invocation`` is set,
+        spec/protocol.md section 9): return what performs its calls, or ``None`` to refuse it.
+
+        The core has checked the id's lease already; it drops the registration silently, as
+        the engine does, when no plugin takes it. The function stays owned by ``connection``
+        and goes away with it.
+        """
+        return None
 
 
 class Input:

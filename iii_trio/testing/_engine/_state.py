@@ -55,6 +55,7 @@ from ._model import (
     NamespaceState,
     Output,
     Pending,
+    RunInEngine,
     Send,
     TimerArmed,
     TriggerType,
@@ -311,7 +312,7 @@ class EngineState:
         if function is None:
             return None
         executor = function.owner
-        if executor is None or executor.liveness is not Liveness.OPEN:
+        if executor is None or executor.liveness is not Liveness.OPEN or function.run is not None:
             return None
         if type(data) is dict:
             # What receive() does with a copy; same keys in the same order.
@@ -469,11 +470,6 @@ class EngineState:
         self, connection: Connection, message: RegisterFunction, out: list[Output]
     ) -> None:
         namespace = connection.effective_namespace
-        if message.invocation is not None:
-            # The real engine needs its iii-http-functions worker for these and silently drops
-            # the registration without it; the dev engine does not have that worker yet.
-            logger.debug("dropping HTTP-invoked function %s (not supported)", message.id)
-            return
         if message.id.startswith("engine::") and namespace != DEFAULT_NAMESPACE:
             self._reject_function(connection, namespace, message.id, "", out)
             return
@@ -484,6 +480,15 @@ class EngineState:
             owner_id = holder.id if holder is not None else ""
             self._reject_function(connection, namespace, message.id, owner_id, out)
             return
+        run = None
+        if message.invocation is not None:
+            # As the engine: the lease is checked first, then the worker that performs HTTP
+            # calls (iii-http-functions) validates the endpoint; without it, or when it refuses
+            # the endpoint, the registration is dropped and the worker is not told.
+            run = self._http_function(connection, message)
+            if run is None:
+                logger.debug("dropping HTTP-invoked function %s: no worker took it", message.id)
+                return
         self.functions[key] = Function(
             namespace,
             message.id,
@@ -492,8 +497,18 @@ class EngineState:
             request_format=message.request_format,
             response_format=message.response_format,
             metadata=message.metadata,
+            run=run,
         )
         connection.functions.add(key)
+
+    def _http_function(
+        self, connection: Connection, message: RegisterFunction
+    ) -> RunInEngine | None:
+        for plugin in self._plugins:
+            run = plugin.http_function(connection, message)
+            if run is not None:
+                return run
+        return None
 
     def _reject_function(
         self,
@@ -567,6 +582,9 @@ class EngineState:
         if executor is None:
             self._run_builtin(Call(connection, function_id, caller, now), data, out)
             return
+        if function.run is not None:
+            function.run(data, self._replying_to(caller), out)
+            return
         baggage = message.baggage
         if message.traceparent is not None or baggage is not None:
             baggage = baggage_with_function_id(baggage, function_id)
@@ -627,6 +645,16 @@ class EngineState:
                 ),
                 out,
             )
+
+    def _replying_to(self, caller: Caller | None) -> Continuation | None:
+        """The continuation that answers ``caller`` (None when nobody waits)."""
+        if caller is None:
+            return None
+
+        def reply(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
+            self.answer(caller, out, result=result, error=error)
+
+        return reply
 
     def _answer_pending(
         self,
@@ -726,6 +754,9 @@ class EngineState:
         if function.owner is None:
             logger.debug("trigger %s targets built-in %s: not delivered", binding.id, function.id)
             return False
+        if function.run is not None:
+            function.run(payload, then, out)
+            return True
         self.start_call(
             function.owner,
             binding.function_id,
