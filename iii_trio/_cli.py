@@ -368,6 +368,16 @@ def _dev_parser(prog: str) -> argparse.ArgumentParser:
         type=_port,
         help=f"WebSocket port [default: the config's, else {DEFAULT_PORT}]",
     )
+    parser.add_argument(
+        "--without",
+        metavar="WORKER",
+        action="append",
+        default=[],
+        help=(
+            "a built-in worker not to run, such as iii-queue (repeatable); without --config "
+            "every built-in worker runs, with one only those the file lists"
+        ),
+    )
     return parser
 
 
@@ -618,14 +628,19 @@ async def _until_interrupted(run: Callable[[], Awaitable[int]]) -> int:
 # -- running dev -----------------------------------------------------------------------------
 
 
-async def serve_dev(host: str | None, port: int | None, config: EngineConfig | None = None) -> None:
+async def serve_dev(
+    host: str | None,
+    port: int | None,
+    config: EngineConfig | None = None,
+    without: Sequence[str] = (),
+) -> None:
     """Run the dev engine until SIGINT or SIGTERM, then shut it down cleanly."""
     from .testing import serve_dev_engine  # the dev engine is only loaded for this command
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             engine = await nursery.start(
-                functools.partial(serve_dev_engine, host, port, config=config)
+                functools.partial(serve_dev_engine, host, port, config=config, without=without)
             )
             logger.info("workers connect to %s; press Ctrl-C to stop", " or ".join(engine.urls))
             received = await anext(signals)
@@ -636,7 +651,13 @@ async def serve_dev(host: str | None, port: int | None, config: EngineConfig | N
 def _run_dev(args: argparse.Namespace, stderr: TextIO) -> int:
     from .testing import ConfigError, load_config  # the dev engine is only loaded for this command
     from .testing._config import resolve_listeners
+    from .testing._engine._builtins import check_names
 
+    try:
+        check_names(args.without, "--without")
+    except ValueError as exc:
+        _error(stderr, str(exc))
+        return 2
     config = None
     if args.config is not None:
         try:
@@ -659,7 +680,7 @@ def _run_dev(args: argparse.Namespace, stderr: TextIO) -> int:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        trio.run(serve_dev, host, port, config)
+        trio.run(serve_dev, host, port, config, args.without)
     except (OSError, BaseExceptionGroup) as exc:
         failure = _only_leaf(exc, OSError)
         if failure is None:

@@ -771,3 +771,10 @@ async def test_dev_with_a_bad_config_file_is_a_usage_error(
     assert ran.stderr.startswith("Error: " + problem.format(path=path))
     assert ran.stderr.count("\n") == 1
     assert ran.stdout == ""
+
+
+async def test_dev_without_an_unknown_worker_is_a_usage_error() -> None:
+    ran = await cli("dev", "--without", "iii-nothing")
+    assert ran.returncode == 2
+    assert ran.stderr.startswith("Error: --without: 'iii-nothing' is not a built-in worker")
+    assert ran.stdout == ""

@@ -60,6 +60,8 @@ from typing import Final
 import attrs
 import yaml
 
+from ._engine._builtins import BUILTIN_WORKERS as PLUGIN_WORKERS
+from ._engine._builtins import BlockError
 from ._engine._http_functions import HTTP_FUNCTIONS, HttpSecurity
 
 __all__ = [
@@ -203,6 +205,8 @@ class EngineConfig:
         http_security: the security settings of the first ``iii-http-functions`` entry, the
             engine's defaults filling in what it leaves out; ``None`` when the file lists no
             such entry.
+        builtin_settings: for each built-in worker the dev engine runs as a plugin (``iii-state``,
+            ``iii-queue``...) that the file lists, the settings read from its first entry.
     """
 
     source: str
@@ -211,6 +215,7 @@ class EngineConfig:
     namespace_grace_ms: int | None = None
     notes: tuple[str, ...] = ()
     http_security: HttpSecurity | None = None
+    builtin_settings: Mapping[str, object] = attrs.field(factory=dict)
 
     def entries(self, name: str) -> tuple[WorkerEntry, ...]:
         """The entries of worker ``name`` (every instance, in file order)."""
@@ -391,6 +396,8 @@ class _Reader:
         self.check_renamed(workers)
         listeners = []
         http_security = None
+        builtin_settings: dict[str, object] = {}
+        plugins = {worker.name: worker for worker in PLUGIN_WORKERS}
         for entry in workers:
             if entry.image is not None and entry.kind in BUILTIN_WORKERS:
                 raise self.fail(
@@ -408,6 +415,21 @@ class _Reader:
                         f"only the first '{HTTP_FUNCTIONS}' entry applies; '{entry.instance}' "
                         "is ignored"
                     )
+            elif entry.kind in plugins:
+                where = f"{entry.key}.config"
+                try:
+                    settings = plugins[entry.kind].read_block(entry.config)
+                except BlockError as exc:
+                    raise self.fail(
+                        f"{where}.{exc.key}" if exc.key else where, exc.problem
+                    ) from None
+                if entry.kind in builtin_settings:
+                    self.note(
+                        f"only the first '{entry.kind}' entry applies; '{entry.instance}' "
+                        "is ignored"
+                    )
+                else:
+                    builtin_settings[entry.kind] = settings
             elif entry.kind in _ALWAYS_PROVIDED and entry.image is None:
                 if entry.config is not None:
                     self.note(
@@ -428,6 +450,7 @@ class _Reader:
             namespace_grace_ms=grace,
             notes=tuple(self.notes),
             http_security=http_security,
+            builtin_settings=builtin_settings,
         )
 
     def entries(self, document: dict[object, object], key: str) -> list[WorkerEntry]:

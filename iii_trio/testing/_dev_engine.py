@@ -82,7 +82,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final, NoReturn, final
 
@@ -130,6 +130,7 @@ from ._engine import (
     WorkerConnected,
     WorkerDisconnected,
 )
+from ._engine._builtins import builtin_plugins, check_names
 from ._engine._http_functions import PERMISSIVE_SECURITY, HttpFunctions, HttpOutcome
 
 if TYPE_CHECKING:
@@ -252,6 +253,7 @@ async def open_dev_engine(
     http_port: None = None,
     config: str | os.PathLike[str] | EngineConfig | None = None,
     namespace_grace: float | None = None,
+    without: Collection[str] = (),
 ) -> AsyncIterator[DevEngine]:
     """Run an in-process iii engine on a loopback port for the duration of the block.
 
@@ -279,6 +281,9 @@ async def open_dev_engine(
             ``engine::workers::register`` before they go to namespace ``default``. Defaults to
             ``$III_NAMESPACE_GRACE_MS`` (milliseconds), else the config's
             ``registration_namespace_grace_ms``, else 5 s, as in the engine.
+        without: built-in workers not to run (``"iii-queue"``, say). Without a config file the
+            dev engine runs all of them with their defaults; with one, those it lists, each
+            with its block, as the engine runs exactly what its file lists.
 
     HTTP-invoked functions (``register_function(id, HttpInvocation(...))``) are performed by
     the engine with the credentials of its own environment (``os.environ``). Without an
@@ -294,12 +299,14 @@ async def open_dev_engine(
     Raises:
         TypeError: ``http_port`` is not ``None``, or ``config`` is neither a path nor an
             :class:`EngineConfig`.
+        ValueError: ``without`` names something that is not a built-in worker.
         ConfigError: the config file is not valid; the message names the file and the key.
         OSError: the config file cannot be read, or an address cannot be bound.
     """
     if http_port is not None:
         raise TypeError("open_dev_engine(http_port=...) is not supported yet: use None")
     _check_config_argument(config)
+    _check_without(without)
     try:
         async with trio.open_nursery() as nursery:
             engine: DevEngine = await nursery.start(
@@ -309,6 +316,7 @@ async def open_dev_engine(
                     port,
                     config=config,
                     namespace_grace=namespace_grace,
+                    without=without,
                 )
             )
             try:
@@ -325,6 +333,7 @@ async def serve_dev_engine(
     *,
     config: str | os.PathLike[str] | EngineConfig | None = None,
     namespace_grace: float | None = None,
+    without: Collection[str] = (),
     task_status: trio.TaskStatus[DevEngine] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the dev engine on ``host:port`` (and the config file's other listeners) until
@@ -339,6 +348,7 @@ async def serve_dev_engine(
         Every connection is dropped without a close frame and every task ends.
     """
     _check_config_argument(config)
+    _check_without(without)
     if config is None or isinstance(config, EngineConfig):
         engine_config = config
     else:
@@ -365,7 +375,12 @@ async def serve_dev_engine(
         grace=grace,
         version=DEV_ENGINE_VERSION,
         started_at_ms=_unix_ms(),
-        plugins=(http_functions,),
+        plugins=(
+            *builtin_plugins(
+                None if engine_config is None else engine_config.builtin_settings, without
+            ),
+            http_functions,
+        ),
     )
     server = _Server(state, http_functions)
     async with trio.open_nursery() as nursery:
@@ -408,6 +423,12 @@ async def serve_dev_engine(
         )
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_without(without: object) -> None:
+    if isinstance(without, str) or not isinstance(without, Collection):
+        raise TypeError(f"without must be a collection of worker names, got {without!r}")
+    check_names(without, "without")
 
 
 def _check_config_argument(config: object) -> None:

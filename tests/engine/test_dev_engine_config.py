@@ -176,3 +176,18 @@ async def test_config_must_be_a_path_or_an_engine_config(config: Any) -> None:
 async def test_no_config_means_one_listener() -> None:
     async with open_dev_engine() as engine:
         assert engine.urls == (engine.url,)
+
+
+@pytest.mark.parametrize(
+    ("without", "error", "named"),
+    [
+        (["iii-nothing"], ValueError, "without: 'iii-nothing' is not a built-in worker"),
+        ("iii-queue", TypeError, "without must be a collection of worker names"),
+    ],
+)
+async def test_without_must_name_built_in_workers(
+    without: Any, error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error, match=named):
+        async with open_dev_engine(without=without):
+            pass

@@ -1,0 +1,86 @@
+"""The engine's own workers that the dev engine runs as plugins, by their config block names
+(spec/engine.md section 1.2: ``iii-http``, ``iii-state``, ``iii-stream``, ``iii-pubsub``,
+``iii-queue``, ``iii-cron``).
+
+Each :class:`BuiltinWorker` reads its block of the engine's ``config.yaml`` into settings (the
+engine's defaults for what the block leaves out) and builds its plugin from them. Which run:
+
+- without a config file, every one of :data:`BUILTIN_WORKERS`, with its defaults;
+- with a config file, the ones it lists, as the engine runs exactly what its file lists;
+
+minus those the caller turns off (``open_dev_engine(without=...)``, ``iii-trio dev
+--without``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import Any, Final, Generic, TypeVar
+
+import attrs
+
+from ._plugin import EnginePlugin
+
+__all__ = ["BUILTIN_WORKERS", "BlockError", "BuiltinWorker", "builtin_plugins", "check_names"]
+
+_Settings = TypeVar("_Settings")
+
+
+class BlockError(ValueError):
+    """A worker's config block the dev engine cannot use.
+
+    Attributes:
+        key: where in the block, as ``queue_configs.payment.max_retries`` (empty: the block).
+        problem: what is wrong.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
+@attrs.frozen
+class BuiltinWorker(Generic[_Settings]):
+    """One of the engine's own workers, as the dev engine runs it."""
+
+    #: The block's name in ``config.yaml`` (``iii-state``).
+    name: str
+    #: Reads the block's ``config`` (``None`` when absent) into settings; raises BlockError.
+    read_block: Callable[[object], _Settings]
+    #: Builds the plugin from settings (one plugin per engine: plugins keep state).
+    build: Callable[[_Settings], EnginePlugin]
+
+
+#: Every built-in worker the dev engine can run, in the order they are installed.
+BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = ()
+
+_BY_NAME: Final = {worker.name: worker for worker in BUILTIN_WORKERS}
+
+
+def check_names(names: Collection[str], argument: str) -> None:
+    """Raise ValueError unless every name is a built-in worker's."""
+    for name in names:
+        if name not in _BY_NAME:
+            known = ", ".join(sorted(_BY_NAME)) or "none yet"
+            raise ValueError(f"{argument}: {name!r} is not a built-in worker (known: {known})")
+
+
+def builtin_plugins(
+    configured: Mapping[str, object] | None, without: Collection[str] = ()
+) -> list[EnginePlugin]:
+    """The plugins to install: those of ``configured`` (settings by worker name, from a config
+    file) or, with no config file (None), every built-in with its defaults; minus ``without``.
+    """
+    plugins = []
+    for worker in BUILTIN_WORKERS:
+        if worker.name in without:
+            continue
+        if configured is None:
+            settings = worker.read_block(None)
+        elif worker.name in configured:
+            settings = configured[worker.name]
+        else:
+            continue
+        plugins.append(worker.build(settings))
+    return plugins
