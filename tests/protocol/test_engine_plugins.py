@@ -23,9 +23,11 @@ from iii_trio._protocol._messages import (
     RegisterTrigger,
     RegistrationRejected,
     TriggerRegistrationResult,
+    UnregisterFunction,
     UnregisterTrigger,
 )
 from iii_trio.testing._engine import EnginePlugin, EngineState, Output
+from iii_trio.testing._engine._conditions import run_if_condition_allows
 from iii_trio.testing._engine._model import Binding, Connection
 from iii_trio.testing._engine._plugin import (
     DEFERRED,
@@ -330,3 +332,67 @@ def test_engine_register_trigger_fails_with_the_plugins_refusal(alarmed: Engine)
 
 
 CALL = "0f0e0d0c-0b0a-4999-8888-777766665555"
+
+
+class Gate(EnginePlugin):
+    """Provides ``gate``: :meth:`open` fires every binding whose condition allows it; what
+    happened to each is kept in :attr:`events`."""
+
+    name = "test-gate"
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self._engine: EngineState
+
+    def attach(self, engine: EngineState) -> None:
+        self._engine = engine
+
+    def trigger_types(self) -> Mapping[str, str]:
+        return {"gate": "Fires when the test opens the gate"}
+
+    def open(self, payload: JSON) -> list[Output]:
+        out: list[Output] = []
+        for binding in list(self._engine.bindings.values()):
+            if binding.trigger_type != "gate":
+                continue
+
+            def proceed(out: list[Output], binding: Binding = binding) -> None:
+                self.events.append(("fired", binding.id))
+                self._engine.fire_binding(binding, payload, out)
+
+            def failed(error: ErrorBody, out: list[Output], binding: Binding = binding) -> None:
+                self.events.append(("failed", error.code))
+
+            run_if_condition_allows(self._engine, binding, payload, out, proceed, failed=failed)
+        return out
+
+
+def test_a_condition_decides_whether_the_binding_fires() -> None:
+    gate = Gate()
+    engine = Engine(plugins=[gate])
+    worker = engine.worker("gated")
+    worker.send(RegisterFunction(id="svc::handle"))
+    worker.send(RegisterFunction(id="svc::allow"))
+    config = {"condition_function_id": "svc::allow"}
+    worker.send(
+        RegisterTrigger(id="b1", trigger_type="gate", function_id="svc::handle", config=config)
+    )
+    for answer in (False, None, {"yes": 1}, "error"):
+        asked = invocation_to(gate.open({"n": 1}), worker.id)
+        assert (asked.function_id, asked.data, asked.metadata) == ("svc::allow", {"n": 1}, None)
+        assert asked.invocation_id is not None
+        if answer == "error":
+            failure = ErrorBody("invocation_failed", "no")
+            reply = InvocationResult(asked.invocation_id, "svc::allow", error=failure)
+        else:
+            reply = InvocationResult(asked.invocation_id, "svc::allow", result=answer)
+        outputs = worker.send(reply)
+        if answer in (None, {"yes": 1}):
+            assert invocation_to(outputs, worker.id).function_id == "svc::handle"
+        else:
+            assert messages_to(outputs, worker.id) == []
+    assert gate.events == [("fired", "b1"), ("fired", "b1"), ("failed", "invocation_failed")]
+    # A condition nobody serves fails the event at once.
+    worker.send(UnregisterFunction(id="svc::allow"))
+    assert messages_to(gate.open({}), worker.id) == []
+    assert gate.events[-1] == ("failed", "function_not_found")

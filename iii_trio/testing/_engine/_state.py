@@ -741,7 +741,7 @@ class EngineState:
         out: list[Output],
         *,
         then: Continuation | None = None,
-    ) -> bool:
+    ) -> None:
         function = self.functions.get((binding.namespace, binding.function_id))
         if function is None:
             logger.info(
@@ -750,22 +750,16 @@ class EngineState:
                 binding.function_id,
                 binding.namespace,
             )
-            return False
-        if function.owner is None:
+        elif function.owner is None:
             logger.debug("trigger %s targets built-in %s: not delivered", binding.id, function.id)
-            return False
-        if function.run is not None:
-            function.run(payload, then, out)
-            return True
-        self.start_call(
-            function.owner,
+        self.call_function(
+            binding.namespace,
             binding.function_id,
             payload,
             out,
-            metadata=binding.metadata,
             then=then,
+            metadata=binding.metadata,
         )
-        return True
 
     # -- built-in functions (section 7) -----------------------------------------------------------
 
@@ -955,12 +949,37 @@ class EngineState:
         out: list[Output],
         *,
         then: Continuation | None = None,
-    ) -> bool:
-        """Call ``binding``'s function with ``payload`` and its metadata (plugin interface):
-        what an engine trigger type does when one binding's event happens. With ``then``, the
-        call's outcome continues there. False when the function is not there to call (the
-        engine logs it and calls nothing)."""
-        return self._deliver(binding, payload, out, then=then)
+    ) -> None:
+        """Call ``binding``'s function with ``payload`` and the binding's metadata (plugin
+        interface): what an engine trigger type does when one binding's event happens. The
+        outcome goes to ``then``, if given (``function_not_found`` at once when the function
+        is not there: the engine logs that and calls nothing)."""
+        self._deliver(binding, payload, out, then=then)
+
+    def call_function(
+        self,
+        namespace: str,
+        function_id: str,
+        payload: JSON,
+        out: list[Output],
+        *,
+        then: Continuation | None = None,
+        metadata: JSON = None,
+    ) -> None:
+        """Call a worker's function (or an HTTP-invoked one) on the engine's own behalf, as it
+        calls condition functions and middleware (plugin interface). The outcome goes to
+        ``then``, if given: ``function_not_found`` at once when ``namespace`` has no such
+        function a worker serves."""
+        function = self.functions.get((namespace, function_id))
+        if function is None or function.owner is None:
+            if then is not None:
+                text = self._not_found_message(function_id, namespace)
+                then(None, ErrorBody("function_not_found", text), out)
+            return
+        if function.run is not None:
+            function.run(payload, then, out)
+            return
+        self.start_call(function.owner, function_id, payload, out, metadata=metadata, then=then)
 
     def _apply_register_trigger(
         self, connection: Connection, message: RegisterTrigger, out: list[Output]
