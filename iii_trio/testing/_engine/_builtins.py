@@ -19,25 +19,14 @@ from typing import Any, Final, Generic, TypeVar
 
 import attrs
 
+# BlockError lives with the plugin interface, so the workers' modules can raise it without
+# importing this registry, which imports them.
+from ._plugin import BlockError as BlockError
 from ._plugin import EnginePlugin
 
 __all__ = ["BUILTIN_WORKERS", "BlockError", "BuiltinWorker", "builtin_plugins", "check_names"]
 
 _Settings = TypeVar("_Settings")
-
-
-class BlockError(ValueError):
-    """A worker's config block the dev engine cannot use.
-
-    Attributes:
-        key: where in the block, as ``queue_configs.payment.max_retries`` (empty: the block).
-        problem: what is wrong.
-    """
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}" if key else problem)
-        self.key = key
-        self.problem = problem
 
 
 @attrs.frozen

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFERRED",
+    "BlockError",
     "BuiltinFailure",
     "BuiltinFunction",
     "Call",
@@ -55,6 +56,20 @@ class BuiltinFailure(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.body = ErrorBody(code=code, message=message)
+
+
+class BlockError(ValueError):
+    """A worker's config block the dev engine cannot use.
+
+    Attributes:
+        key: where in the block, as ``queue_configs.payment.max_retries`` (empty: the block).
+        problem: what is wrong.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
 
 
 class Deferred:
@@ -157,6 +172,20 @@ class Input:
 
     def any(self, key: str) -> JSON:
         return self._data.get(key)
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is present (``null`` counts)."""
+        return key in self._data
+
+    def required_any(self, key: str) -> JSON:
+        """A required field of any JSON type: absent fails, ``null`` is a value."""
+        if key not in self._data:
+            raise self.fail(f"missing field `{key}`")
+        return self._data[key]
+
+    def nested(self, data: dict[str, JSON]) -> Input:
+        """Typed access to an object inside the input; errors still name the function."""
+        return Input(self._function_id, data)
 
     def optional_str(self, key: str) -> str | None:
         value = self._data.get(key)

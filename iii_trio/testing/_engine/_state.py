@@ -122,6 +122,8 @@ class EngineState:
             deterministic one in tests.
         started_at_ms: wall-clock start time in Unix milliseconds, shown as the in-process
             workers' ``connected_at_ms``.
+        started_at: the shell's clock (the one ``now`` arguments come from) when
+            ``started_at_ms`` was read; :meth:`wall_time_ms` counts from the pair.
         functions_poll_interval: seconds between the checks that fire
             ``engine::functions-available`` (the engine polls every 5 s).
         plugins: in-process workers to run besides ``iii-engine-functions``, in order.
@@ -131,6 +133,7 @@ class EngineState:
 
     - the tables, read-only: :attr:`connections`, :attr:`functions`, :attr:`trigger_types`,
       :attr:`bindings`, :attr:`in_process_workers`, and :attr:`version`, :attr:`started_at_ms`;
+    - :attr:`now` and :meth:`wall_time_ms`, the time of the event being handled;
     - :meth:`arm` a timer; :meth:`answer` a caller; :meth:`start_call` to invoke a worker's
       function from the engine and continue when it answers; :meth:`fire_trigger` to deliver an
       event to every binding of an engine trigger type, :meth:`fire_binding` to one;
@@ -145,6 +148,7 @@ class EngineState:
         version: str = BASELINE_ENGINE_VERSION,
         new_uuid: Callable[[], uuid.UUID] = uuid.uuid4,
         started_at_ms: int = 0,
+        started_at: float = 0.0,
         functions_poll_interval: float = 5.0,
         plugins: Sequence[EnginePlugin] = (),
     ) -> None:
@@ -157,6 +161,7 @@ class EngineState:
         self.version = version
         self._new_uuid = new_uuid
         self.started_at_ms = started_at_ms
+        self._started_at = started_at
 
         self.connections: dict[str, Connection] = {}
         self.functions: dict[tuple[str, str], Function] = {}
@@ -407,6 +412,12 @@ class EngineState:
         )
 
     # -- helpers -----------------------------------------------------------------------------------
+
+    def wall_time_ms(self) -> int:
+        """The time of the event being handled (:attr:`now`) in Unix milliseconds, for the
+        timestamps the engine puts in payloads (plugin interface). The core reads no clock:
+        this counts from the start time the shell gave, on the shell's own clock."""
+        return self.started_at_ms + round((self.now - self._started_at) * 1000)
 
     def new_id(self) -> str:
         """A fresh UUID for an id the engine hands out (plugin interface)."""
