@@ -712,8 +712,8 @@ workers:
   - name: iii-worker-manager
     config:
       port: ${DEV_PORT:0}
-  - name: iii-state                 # not emulated: noted, not an error
-    config: {adapter: {name: kv}}
+  - name: iii-exec                  # not emulated: noted, not an error
+    config: {watch: []}
 """
 
 
@@ -730,7 +730,7 @@ async def test_dev_serves_the_listener_of_a_config_file(tmp_path: Path) -> None:
             await dev.wait()
     assert dev.returncode == 0
     assert "Traceback" not in log.text
-    assert log.text.count("config: worker 'iii-state' is not emulated by the dev engine") == 1
+    assert log.text.count("config: worker 'iii-exec' is not emulated by the dev engine") == 1
 
 
 async def test_dev_flags_override_the_config_file(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ import attrs
 # importing this registry, which imports them.
 from ._plugin import BlockError as BlockError
 from ._plugin import EnginePlugin
+from ._state_worker import STATE, StateWorker, read_state_block
 
 __all__ = ["BUILTIN_WORKERS", "BlockError", "BuiltinWorker", "builtin_plugins", "check_names"]
 
@@ -42,7 +43,9 @@ class BuiltinWorker(Generic[_Settings]):
 
 
 #: Every built-in worker the dev engine can run, in the order they are installed.
-BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = ()
+BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = (
+    BuiltinWorker(STATE, read_state_block, StateWorker),
+)
 
 _BY_NAME: Final = {worker.name: worker for worker in BUILTIN_WORKERS}
 
