@@ -24,6 +24,7 @@ import attrs
 from ._plugin import BlockError as BlockError
 from ._plugin import EnginePlugin
 from ._state_worker import STATE, StateWorker, read_state_block
+from ._stream_worker import STREAM, StreamWorker, read_stream_block
 
 __all__ = ["BUILTIN_WORKERS", "BlockError", "BuiltinWorker", "builtin_plugins", "check_names"]
 
@@ -45,6 +46,7 @@ class BuiltinWorker(Generic[_Settings]):
 #: Every built-in worker the dev engine can run, in the order they are installed.
 BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = (
     BuiltinWorker(STATE, read_state_block, StateWorker),
+    BuiltinWorker(STREAM, read_stream_block, StreamWorker),
 )
 
 _BY_NAME: Final = {worker.name: worker for worker in BUILTIN_WORKERS}
