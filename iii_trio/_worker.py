@@ -32,6 +32,7 @@ import attrs
 import trio
 
 from ._connection import CallFailed, EngineLink, EngineSession
+from ._context import outgoing_trace
 from ._dispatch import (
     PreparedHandler,
     prepare_handler,
@@ -807,6 +808,7 @@ class Worker:
     ) -> bytes:
         if type(function_id) is not str or not function_id.strip():
             _check_function_id_argument(function_id)
+        traceparent, baggage = outgoing_trace()
         try:
             return encode_call(
                 function_id,
@@ -814,6 +816,8 @@ class Worker:
                 invocation_id,
                 metadata=metadata,
                 namespace=self._call_namespace(function_id, namespace),
+                traceparent=traceparent,
+                baggage=baggage,
                 action=action,
             )
         except TypeError as exc:
