@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from ._protocol._messages import InvokeFunction
     from ._worker import Worker
 
-__all__ = ["Context", "get_context", "outgoing_trace", "use_context"]
+__all__ = ["Context", "get_context", "outgoing_baggage", "outgoing_trace", "use_context"]
 
 _handler_logger = logging.getLogger("iii_trio.handler")
 
@@ -117,6 +117,15 @@ def outgoing_trace() -> tuple[str, str | None]:
     # Built once per invocation, which checks what came in once.
     context = current if isinstance(current, Context) else get_context()
     return child_traceparent(context.traceparent), context.baggage
+
+
+def outgoing_baggage() -> str | None:
+    """The ``baggage`` of a call made here: the handler's, else none."""
+    current = _current.get(None)
+    if current is None:
+        return None
+    context = current if isinstance(current, Context) else get_context()
+    return context.baggage
 
 
 @contextlib.contextmanager

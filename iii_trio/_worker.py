@@ -32,7 +32,7 @@ import attrs
 import trio
 
 from ._connection import CallFailed, EngineLink, EngineSession
-from ._context import outgoing_trace
+from ._context import outgoing_baggage, outgoing_trace
 from ._dispatch import (
     PreparedHandler,
     prepare_handler,
@@ -48,7 +48,7 @@ from ._exceptions import (
 )
 from ._groups import raise_collapsed
 from ._http_invocation import HttpInvocation, invocation_ref
-from ._otel import Outcome, Tracing, tracing_for
+from ._otel import Outcome, Tracing, traceparent_of, tracing_for
 from ._protocol._codec import encode, encode_call, encode_json, loads
 from ._protocol._ids import new_invocation_id
 from ._protocol._messages import (
@@ -783,7 +783,7 @@ class Worker:
             session.send_frame(frame)
             await trio.lowlevel.checkpoint()
             return
-        with tracing.calling(function_id, None) as (_, traceparent, baggage):
+        with tracing.calling(function_id, None) as outcome:
             frame = self._encode_call(
                 function_id,
                 payload,
@@ -791,7 +791,7 @@ class Worker:
                 namespace,
                 None,
                 VoidAction(),
-                trace=(traceparent, baggage),
+                traceparent=traceparent_of(outcome),
             )
             session = self._link.session or await self._link.wait_connected()
             session.send_frame(frame)
@@ -844,7 +844,7 @@ class Worker:
         tracing = self._owner.tracing
         assert tracing is not None
         invocation_id = new_invocation_id()
-        with tracing.calling(function_id, invocation_id) as (outcome, traceparent, baggage):
+        with tracing.calling(function_id, invocation_id) as outcome:
             frame = self._encode_call(
                 function_id,
                 payload,
@@ -852,7 +852,7 @@ class Worker:
                 namespace,
                 invocation_id,
                 action,
-                trace=(traceparent, baggage),
+                traceparent=traceparent_of(outcome),
             )
             try:
                 if self._invocation_timeout is None:
@@ -885,11 +885,16 @@ class Worker:
         invocation_id: str | None,
         action: EnqueueAction | VoidAction | None,
         *,
-        trace: tuple[str | None, str | None] | None = None,
+        traceparent: str | None = None,
     ) -> bytes:
+        """The frame of a call; it carries ``traceparent`` (the call's span, when traced), else
+        a child of the current trace, and the current baggage."""
         if type(function_id) is not str or not function_id.strip():
             _check_function_id_argument(function_id)
-        traceparent, baggage = outgoing_trace() if trace is None else trace
+        if traceparent is None:
+            traceparent, baggage = outgoing_trace()
+        else:
+            baggage = outgoing_baggage()
         try:
             return encode_call(
                 function_id,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+from engine._raw import RawWorker
 
 import iii_trio
 from iii_trio.testing import DevEngine
@@ -147,3 +148,45 @@ async def test_a_tracer_provider_must_be_one() -> None:
     with pytest.raises(TypeError, match="tracer_provider must be an opentelemetry"):
         async with iii_trio.open_worker("ws://127.0.0.1:1", tracer_provider=object()):
             pass
+
+
+async def test_a_served_span_continues_the_callers_trace_and_baggage(
+    iii_engine: DevEngine,
+    provider: trace_sdk.TracerProvider,
+    exporter: InMemorySpanExporter,
+) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    seen: list[iii_trio.Context] = []
+    async with iii_trio.open_worker(
+        iii_engine.url, name="continued", tracer_provider=provider
+    ) as worker:
+
+        @worker.function("svc::outer")
+        async def outer(payload: Any) -> Any:
+            return await worker.trigger("svc::inner", payload)
+
+        @worker.function("svc::inner")
+        async def inner(payload: Any) -> Any:
+            seen.append(iii_trio.get_context())
+
+        await worker.wait_registered()
+        caller = await RawWorker.connect(iii_engine.url)
+        with trio.fail_after(10):
+            await caller.call(
+                "svc::outer",
+                {},
+                traceparent=f"00-{trace_id}-00f067aa0ba902b7-01",
+                baggage="tenant=acme",
+            )
+        await caller.aclose()
+    recorded = spans(exporter)
+    outer_span = recorded[("svc::outer", SpanKind.SERVER)]
+    assert outer_span.parent.span_id == 0x00F067AA0BA902B7
+    assert outer_span.parent.is_remote
+    assert {f"{span.context.trace_id:032x}" for span in recorded.values()} == {trace_id}
+    (inner_context,) = seen
+    call_inner = recorded[("call svc::inner", SpanKind.CLIENT)]
+    assert inner_context.traceparent is not None
+    assert inner_context.traceparent[36:52] == f"{call_inner.context.span_id:016x}"
+    assert inner_context.baggage is not None
+    assert "tenant=acme" in inner_context.baggage.split(",")
