@@ -26,6 +26,14 @@ from ._http_types import ApiRequest as ApiRequest
 from ._http_types import ApiResponse as ApiResponse
 from ._http_types import ApiTrigger as ApiTrigger
 from ._providers import TriggerProvider as TriggerProvider
+from ._state_helpers import SetResult as SetResult
+from ._state_helpers import State as State
+from ._state_helpers import StateEvent as StateEvent
+from ._state_helpers import UpdateOp as UpdateOp
+from ._state_helpers import UpdateOpError as UpdateOpError
+from ._state_helpers import UpdateResult as UpdateResult
+from ._stream_helpers import StreamBackend as StreamBackend
+from ._stream_helpers import Streams as Streams
 from ._types import Backoff as Backoff
 from ._types import ConnectionState as ConnectionState
 from ._types import FunctionInfo as FunctionInfo
@@ -60,6 +68,11 @@ __all__ = [
     "JSONValue",
     "ProtocolError",
     "RegistrationRejected",
+    "SetResult",
+    "State",
+    "StateEvent",
+    "StreamBackend",
+    "Streams",
     "TriggerConfig",
     "TriggerInfo",
     "TriggerProvider",
@@ -67,6 +80,9 @@ __all__ = [
     "TriggerRegistrationError",
     "TriggerTypeInfo",
     "TriggerTypeRef",
+    "UpdateOp",
+    "UpdateOpError",
+    "UpdateResult",
     "Worker",
     "WorkerInfo",
     "__version__",
