@@ -99,3 +99,33 @@ async def test_trigger_types_work_both_ways_with_an_official_sdk_worker(
                 )
                 await peer.stdin.aclose()
             assert peer.returncode == 0
+
+
+async def test_an_official_sdk_worker_shares_state_and_serves_a_custom_stream(
+    iii_engine: DevEngine,
+) -> None:
+    async with iii_trio.open_worker(iii_engine.url, name="trio-state") as worker:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                peer = await start_peer(nursery, "official_stream_peer.py", iii_engine.url)
+                assert peer.stdout is not None
+                assert peer.stdin is not None
+                report = json.loads(await read_line(peer))
+                assert report == {
+                    "state_set": {"old_value": None, "new_value": {"from": "official"}},
+                    # Its own stream::set went through the engine to its create_stream backend.
+                    "stream_set": {"old_value": None, "new_value": {"title": "milk"}},
+                }
+                assert await iii_trio.State(worker).get("official", "k") == {"from": "official"}
+                streams = iii_trio.Streams(worker)
+                assert await streams.get("official-todo", "g", "i") == {"title": "milk"}
+                assert await streams.set("official-todo", "g", "j", 2) == iii_trio.SetResult(
+                    None, 2
+                )
+                assert await streams.list("official-todo", "g") == [{"title": "milk"}, 2]
+                assert await streams.list_groups("official-todo") == ["g"]
+                assert await streams.delete("official-todo", "g", "j") == 2
+                # The engine's own store was never used for that stream.
+                assert "official-todo" not in await streams.list_all()
+                await peer.stdin.aclose()
+            assert peer.returncode == 0
