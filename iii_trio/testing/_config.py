@@ -30,16 +30,22 @@ How it is read, as the engine reads it:
 - An ``iii-http-functions`` block takes ``security``, a mapping of ``url_allowlist`` (a list of
   host globs; empty or absent means ``["*"]``), ``block_private_ips`` and ``require_https``
   (booleans, both true by default); other keys are an error, as in the engine.
+- An ``iii-state`` block takes ``adapter`` (``{name: kv | redis | bridge, config?}``),
+  ``triggers_enabled`` (default true), ``max_value_bytes`` (0 or absent: no limit) and
+  ``save_interval_ms``; an ``iii-stream`` block takes ``port`` (default 3112), ``host``,
+  ``auth_function`` and ``adapter``. Other keys are an error, as in the engine. Both keep
+  their data in memory whatever the adapter, and the dev engine opens no stream port.
 
 What the dev engine does with it (:class:`EngineConfig`): each ``iii-worker-manager`` entry
 becomes a :class:`Listener`; the first ``iii-http-functions`` entry's security settings apply to
 HTTP-invoked functions (:attr:`EngineConfig.http_security`; without such an entry the dev engine
 allows plain http and private addresses, where the engine would not offer HTTP-invoked functions
-at all). ``middleware_function_id`` and ``rbac`` are not applied yet, and
-every other worker is not emulated yet; the dev engine says so once at INFO for each (see
-:attr:`EngineConfig.notes`) and carries on, since a file written for the real engine should
-start the dev engine too. The blocks of those workers are kept (:meth:`EngineConfig.entries`)
-for the dev engine to apply as it learns to emulate them.
+at all); the blocks of the built-in workers it runs (``iii-state``, ``iii-stream``...) configure
+them (:attr:`EngineConfig.builtin_settings`). ``middleware_function_id`` and ``rbac`` are not
+applied yet, and every other worker is not emulated yet; the dev engine says so once at INFO
+for each (see :attr:`EngineConfig.notes`) and carries on, since a file written for the real
+engine should start the dev engine too. The blocks of those workers are kept
+(:meth:`EngineConfig.entries`) for the dev engine to apply as it learns to emulate them.
 
 One deliberate deviation: a listener without a ``host`` binds 127.0.0.1, not the engine's
 0.0.0.0. The dev engine has no authentication, so it is reachable from other machines only when

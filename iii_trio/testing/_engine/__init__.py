@@ -19,6 +19,9 @@ Where things are
 - :mod:`._enqueue`: how an enqueue action reaches the queue provider.
 - :mod:`._http_functions`: ``iii-http-functions``, HTTP-invoked functions: which endpoints are
   accepted, the requests the shell sends for their calls, and the answers made of the outcomes.
+- :mod:`._state_worker`, :mod:`._stream_worker`: ``iii-state`` and ``iii-stream``, the
+  engine's key-value state and streams in memory, their ``state`` / ``stream`` trigger types
+  and custom stream delegation; :mod:`._update_ops`, the update operations they share.
 - :mod:`._model`: the tables' records, the outputs, and the engine's text rules.
 
 Theory of operation
