@@ -410,3 +410,16 @@ def test_a_bad_block_is_refused_naming_the_key(block: Any, key: str, problem: st
     with pytest.raises(BlockError) as refused:
         read_state_block(block)
     assert (refused.value.key, refused.value.problem) == (key, problem)
+
+
+def test_many_bindings_done_at_once_do_not_grow_the_stack(engine: Engine, worker: Worker) -> None:
+    orphans = engine.worker("orphans")
+    for n in range(3000):
+        orphans.send(
+            RegisterTrigger(id=f"o{n}", trigger_type="state", function_id="gone::fn", config={})
+        )
+    after = subscriber(engine, {}, binding="after")
+    outputs = worker.send(
+        InvokeFunction("state::set", data={"scope": S, "key": "k", "value": 1}, invocation_id=None)
+    )
+    assert len(deliveries(after, outputs)) == 1

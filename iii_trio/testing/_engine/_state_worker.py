@@ -181,40 +181,70 @@ def deliver_in_turn(
     """Call ``targets`` one after the other with ``payload``, each after the previous one has
     answered, running each binding's condition first; failures are logged (``worker`` names
     who delivers)."""
-    if not targets:
-        return
-    binding, rest = targets[0], targets[1:]
+    _Turns(engine, targets, payload, worker).next(out)
 
-    def next_one(out: list[Output]) -> None:
-        deliver_in_turn(engine, rest, payload, out, worker)
 
-    def answered(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
-        if error is not None:
+class _Turns:
+    """The bindings one write still has to call, in order.
+
+    A binding can be done at once (its function is gone, its condition unserved), and then
+    the next one starts from inside the previous one's continuation; a loop rather than
+    recursion keeps a write with many such bindings from growing the stack.
+    """
+
+    def __init__(
+        self, engine: EngineState, targets: list[Binding], payload: JSON, worker: str
+    ) -> None:
+        self._engine = engine
+        self._waiting = list(reversed(targets))
+        self._payload = payload
+        self._worker = worker
+        self._looping = False
+        self._turn_over = False
+
+    def next(self, out: list[Output]) -> None:
+        """The current binding is done: start the next one."""
+        self._turn_over = True
+        if self._looping:
+            return  # the loop below, further up the stack, goes on
+        self._looping = True
+        try:
+            while self._turn_over and self._waiting:
+                self._turn_over = False
+                self._start(self._waiting.pop(), out)
+        finally:
+            self._looping = False
+
+    def _start(self, binding: Binding, out: list[Output]) -> None:
+        def answered(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
+            if error is not None:
+                logger.warning(
+                    "%s: trigger %s: %s failed (%s: %s)",
+                    self._worker,
+                    binding.id,
+                    binding.function_id,
+                    error.code,
+                    error.message,
+                )
+            self.next(out)
+
+        def proceed(out: list[Output]) -> None:
+            self._engine.fire_binding(binding, self._payload, out, then=answered)
+
+        def failed(error: ErrorBody, out: list[Output]) -> None:
             logger.warning(
-                "%s: trigger %s: %s failed (%s: %s)",
-                worker,
+                "%s: trigger %s: condition failed (%s: %s); %s not called",
+                self._worker,
                 binding.id,
-                binding.function_id,
                 error.code,
                 error.message,
+                binding.function_id,
             )
-        next_one(out)
+            self.next(out)
 
-    def proceed(out: list[Output]) -> None:
-        engine.fire_binding(binding, payload, out, then=answered)
-
-    def failed(error: ErrorBody, out: list[Output]) -> None:
-        logger.warning(
-            "%s: trigger %s: condition failed (%s: %s); %s not called",
-            worker,
-            binding.id,
-            error.code,
-            error.message,
-            binding.function_id,
+        run_if_condition_allows(
+            self._engine, binding, self._payload, out, proceed, failed=failed, skipped=self.next
         )
-        next_one(out)
-
-    run_if_condition_allows(engine, binding, payload, out, proceed, failed=failed, skipped=next_one)
 
 
 @attrs.frozen
