@@ -32,6 +32,7 @@ from ._state_helpers import StateEvent as StateEvent
 from ._state_helpers import UpdateOp as UpdateOp
 from ._state_helpers import UpdateOpError as UpdateOpError
 from ._state_helpers import UpdateResult as UpdateResult
+from ._stream_event import StreamEvent as StreamEvent
 from ._stream_helpers import StreamBackend as StreamBackend
 from ._stream_helpers import Streams as Streams
 from ._types import Backoff as Backoff
@@ -72,6 +73,7 @@ __all__ = [
     "State",
     "StateEvent",
     "StreamBackend",
+    "StreamEvent",
     "Streams",
     "TriggerConfig",
     "TriggerInfo",

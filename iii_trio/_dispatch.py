@@ -33,6 +33,7 @@ from ._http_types import register_hooks as register_http_hooks
 from ._protocol._codec import encode, encode_result, strict_primitive
 from ._protocol._messages import ErrorBody, InvocationResult, InvokeFunction
 from ._schema import schema_for
+from ._stream_event import register_hooks as register_stream_hooks
 from ._transport import MAX_MESSAGE_SIZE
 
 if typing.TYPE_CHECKING:
@@ -62,6 +63,7 @@ def _make_payload_converter() -> cattrs.Converter:
         converter.register_structure_hook(kind, strict_primitive(kind))
     converter.register_structure_hook_factory(attrs.has, _objects_only(converter))
     register_http_hooks(converter)
+    register_stream_hooks(converter)
     return converter
 
 

@@ -74,6 +74,11 @@ def _describe(annotation: Any, *, seen: frozenset[type[Any]]) -> dict[str, Any]:
         return {"type": "array"}
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         return {"enum": [member.value for member in annotation]}
+    if isinstance(annotation, type) and isinstance(
+        explicit := getattr(annotation, "__json_schema__", None), dict
+    ):
+        # A type whose JSON shape is not its attributes' (renamed or nested keys) says so.
+        return dict(explicit)
     if isinstance(annotation, type) and attrs.has(annotation):
         return _describe_attrs(annotation, seen=seen)
     raise _NoSchema

@@ -77,9 +77,7 @@ class Streams:
 
     Every ``set``, ``update``, ``delete`` of an item and every ``send`` is also an event for
     the functions bound to a ``stream`` trigger (config ``{"stream_name", "group_id"?,
-    "item_id"?}``), whose payload is ``{"type": "stream", "timestamp", "streamName",
-    "groupId", "id", "event": {"type": "create" | "update" | "delete", "data"}}`` (for
-    ``send``, ``"event": {"type": "event", "event": {"type", "data"}}``).
+    "item_id"?}``), with a :class:`StreamEvent` payload.
 
     Raises:
         TypeError: ``worker`` is not a :class:`Worker`.

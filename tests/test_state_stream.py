@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 from conftest import Engine
@@ -200,15 +201,16 @@ async def test_stream_set_get_list_update_delete_and_send(worker: iii_trio.Worke
     await streams.send(name, "inbox", "ping", {"p": 1}, item_id="i1")
 
 
-async def test_a_stream_trigger_calls_a_worker_function(worker: iii_trio.Worker) -> None:
+async def test_a_stream_trigger_calls_a_worker_function_with_a_stream_event(
+    worker: iii_trio.Worker,
+) -> None:
     name = unique("feed")
-    heard, events = trio.open_memory_channel[Any](8)
-
+    heard, events = trio.open_memory_channel[tuple[iii_trio.StreamEvent, Any]](8)
     function_id = unique("on::stream")
 
     @worker.function(function_id)
-    async def on_event(payload: Any, metadata: Any) -> None:
-        await heard.send((payload, metadata))
+    async def on_event(event: iii_trio.StreamEvent, metadata: Any) -> None:
+        await heard.send((event, metadata))
 
     await worker.wait_registered()
     await worker.register_trigger(
@@ -222,21 +224,41 @@ async def test_a_stream_trigger_calls_a_worker_function(worker: iii_trio.Worker)
     await streams.send(name, "g1", "ping", 7)
     with trio.fail_after(10):
         got = [await events.receive() for _ in range(4)]
-    for payload, metadata in got:
-        assert metadata == {"m": 1}
-        assert (payload["type"], payload["streamName"], payload["groupId"]) == (
-            "stream",
-            name,
-            "g1",
-        )
-        assert isinstance(payload["timestamp"], int)
-    assert [payload["event"] for payload, _ in got] == [
-        {"type": "create", "data": {"v": 1}},
-        {"type": "update", "data": {"v": 2}},
-        {"type": "delete", "data": {"v": 2}},
-        {"type": "event", "event": {"type": "ping", "data": 7}},
+    assert all(metadata == {"m": 1} for _, metadata in got)
+    assert all(event.timestamp > 1_700_000_000_000 for event, _ in got)
+    assert [attrs.evolve(event, timestamp=0) for event, _ in got] == [
+        iii_trio.StreamEvent(name, "g1", "a", "create", {"v": 1}),
+        iii_trio.StreamEvent(name, "g1", "a", "update", {"v": 2}),
+        iii_trio.StreamEvent(name, "g1", "a", "delete", {"v": 2}),
+        iii_trio.StreamEvent(name, "g1", None, "event", 7, event_type="ping"),
     ]
-    assert [payload["id"] for payload, _ in got] == ["a", "a", "a", None]
+
+
+async def test_a_stream_event_is_the_engines_payload_both_ways(worker: iii_trio.Worker) -> None:
+    worker.register_function("svc::echo_event", lambda event: event)
+    sent = iii_trio.StreamEvent("s", "g", None, "event", {"p": 1}, 5, event_type="ping")
+    wire = {
+        "type": "stream",
+        "timestamp": 5,
+        "streamName": "s",
+        "groupId": "g",
+        "id": None,
+        "event": {"type": "event", "event": {"type": "ping", "data": {"p": 1}}},
+    }
+    assert await worker.trigger("svc::echo_event", sent) == wire
+
+    @worker.function("svc::typed_event")
+    async def typed(event: iii_trio.StreamEvent) -> str:
+        return f"{event.change}:{event.item_id}:{event.data}"
+
+    changed = {**wire, "id": "i", "event": {"type": "update", "data": 3}}
+    assert await worker.trigger("svc::typed_event", changed) == "update:i:3"
+    with pytest.raises(iii_trio.InvocationError) as refused:
+        await worker.trigger("svc::typed_event", {**wire, "groupId": 5})
+    assert refused.value.code == "invalid_payload"
+    (info,) = [f for f in await worker.list_functions() if f.function_id == "svc::typed_event"]
+    assert info.request_format is not None
+    assert set(info.request_format["properties"]) >= {"streamName", "groupId", "event"}
 
 
 async def test_a_stream_trigger_without_stream_name_is_refused(worker: iii_trio.Worker) -> None:
