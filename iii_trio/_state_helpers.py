@@ -41,6 +41,7 @@ ENGINE_NAMESPACE: Final = "default"
 _I64_MIN: Final = -(2**63)
 _I64_MAX: Final = 2**63 - 1
 UpdateOpType = Literal["set", "merge", "increment", "decrement", "append", "remove"]
+_OP_TYPES: Final = ("set", "merge", "increment", "decrement", "append", "remove")
 
 
 def string_argument(argument: str, value: object) -> str:
@@ -90,6 +91,13 @@ class UpdateOp:
     path: str | tuple[str, ...] | None = None
     value: JSONValue = None
     by: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.type not in _OP_TYPES:
+            raise ValueError(
+                f"UpdateOp type must be one of {', '.join(_OP_TYPES)}, got {self.type!r} "
+                "(use UpdateOp.set(), UpdateOp.increment()...)"
+            )
 
     @classmethod
     def set(cls, path: str, value: JSONValue) -> UpdateOp:

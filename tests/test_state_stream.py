@@ -147,6 +147,8 @@ async def test_bad_state_arguments_are_refused_before_anything_is_sent(
         (lambda: iii_trio.UpdateOp.append(1, path=["a", 2]), TypeError, "path must be"),
         (lambda: iii_trio.UpdateOp.set(("a",), 1), TypeError, "path must be a string"),
         (lambda: iii_trio.State("worker"), TypeError, "State needs an iii_trio.Worker"),
+        (lambda: iii_trio.Streams(None), TypeError, "Streams needs an iii_trio.Worker"),
+        (lambda: iii_trio.UpdateOp("bogus"), ValueError, "UpdateOp type must be one of"),
     ],
 )
 def test_bad_update_ops_are_refused_when_built(
@@ -259,6 +261,24 @@ async def test_a_stream_event_is_the_engines_payload_both_ways(worker: iii_trio.
     (info,) = [f for f in await worker.list_functions() if f.function_id == "svc::typed_event"]
     assert info.request_format is not None
     assert set(info.request_format["properties"]) >= {"streamName", "groupId", "event"}
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "named"),
+    [
+        (lambda s: s.get("s", "g", 3), TypeError, "item_id must be a string"),
+        (lambda s: s.set("s", "g", "i", {1, 2}), TypeError, "data is not JSON"),
+        (lambda s: s.list(b"s", "g"), TypeError, "stream_name must be a string"),
+        (lambda s: s.send("s", "g", 5, {}), TypeError, "event_type must be a string"),
+        (lambda s: s.send("s", "g", "t", {}, item_id=1), TypeError, "item_id must be a string"),
+        (lambda s: s.update("s", "g", "i", "ops"), TypeError, "ops must be"),
+    ],
+)
+async def test_bad_stream_arguments_are_refused_before_anything_is_sent(
+    worker: iii_trio.Worker, call: Any, error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error, match=named):
+        await call(iii_trio.Streams(worker))
 
 
 async def test_a_stream_trigger_without_stream_name_is_refused(worker: iii_trio.Worker) -> None:
