@@ -85,6 +85,14 @@ class UpdateOp:
     Build one with a class method. ``path`` is one literal top-level key (dots are not
     separators; ``""`` is the whole value), except for :meth:`merge` and :meth:`append`, which
     also take a sequence of keys for a nested place and no path for the whole value.
+
+    Attributes:
+        type: the operation: ``set``, ``merge``, ``increment``, ``decrement``, ``append`` or
+            ``remove``.
+        path: where it applies: a key, a tuple of keys (``merge``, ``append``), or ``None``
+            for the whole value.
+        value: what ``set``, ``merge`` and ``append`` put there.
+        by: how much ``increment`` and ``decrement`` change the number.
     """
 
     type: UpdateOpType
@@ -159,7 +167,12 @@ def ops_argument(ops: object) -> list[JSONValue]:
 
 @attrs.frozen
 class SetResult:
-    """What a ``set`` replaced: ``old_value`` is ``None`` when there was nothing (or ``null``)."""
+    """The answer to a ``set``.
+
+    Attributes:
+        old_value: the value it replaced; ``None`` when there was none (or it was ``null``).
+        new_value: the value now stored.
+    """
 
     old_value: JSONValue
     new_value: JSONValue
@@ -184,8 +197,13 @@ class UpdateOpError:
 
 @attrs.frozen
 class UpdateResult:
-    """The outcome of an atomic update: the value before (``None`` when there was none) and
-    the value stored, and the operations that could not apply."""
+    """The outcome of an atomic update.
+
+    Attributes:
+        old_value: the value before (``None`` when there was none).
+        new_value: the value stored, with every operation that could apply applied.
+        errors: the operations that could not apply, in order; empty when all did.
+    """
 
     old_value: JSONValue
     new_value: JSONValue
