@@ -423,3 +423,22 @@ def test_many_bindings_done_at_once_do_not_grow_the_stack(engine: Engine, worker
         InvokeFunction("state::set", data={"scope": S, "key": "k", "value": 1}, invocation_id=None)
     )
     assert len(deliveries(after, outputs)) == 1
+
+
+def test_a_config_file_error_names_the_file_and_the_key_path() -> None:
+    from iii_trio.testing import ConfigError
+    from iii_trio.testing._config import parse_config
+
+    text = "workers:\n  - name: iii-stream\n  - name: iii-state\n    config: {adapter: {name: x}}\n"
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, source="config.yaml", environ={}, engine_version="1")
+    assert str(refused.value) == (
+        "config.yaml: workers[1].config.adapter.name: unknown adapter 'x' "
+        "(the engine has kv, redis, bridge)"
+    )
+    config = parse_config(
+        "workers:\n  - name: iii-state\n    config: {max_value_bytes: 10}\n",
+        environ={},
+        engine_version="1",
+    )
+    assert config.builtin_settings == {"iii-state": StateSettings(max_value_bytes=10)}
