@@ -1,5 +1,5 @@
 """The engine's state and streams end to end: iii_trio workers over loopback, through the
-``iii_trio.State`` and ``iii_trio.Streams`` helpers, against the dev engine (and a real engine
+``iii_trio.State`` and ``iii_trio.Streams``, against the dev engine (and a real engine
 whose config runs ``iii-state`` and ``iii-stream``, when ``III_ENGINE_URL`` names one)."""
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ async def test_state_set_get_update_delete_and_list(worker: iii_trio.Worker) -> 
     assert counter == iii_trio.UpdateResult(None, 5)
 
 
-async def test_state_helpers_reach_the_default_namespace_from_any_worker(engine: Engine) -> None:
+async def test_state_client_reach_the_default_namespace_from_any_worker(engine: Engine) -> None:
     async with iii_trio.open_worker(engine.url, name=unique("ns"), namespace="team") as worker:
         state = iii_trio.State(worker)
         scope = unique("ns-scope")

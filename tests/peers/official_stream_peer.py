@@ -1,5 +1,5 @@
 """An official-SDK worker (PyPI ``iii-sdk``) that uses the engine's state and keeps a custom
-stream with the SDK's own helper, run as a subprocess peer.
+stream with the SDK's own ``create_stream``, run as a subprocess peer.
 
 Usage: ``python official_stream_peer.py ENGINE_URL``. It serves the stream ``official-todo``
 with ``iii.helpers.create_stream``, writes ``state::set`` and an item of its stream through the

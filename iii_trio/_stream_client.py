@@ -1,7 +1,7 @@
 """Typed calls to the engine's streams (the ``iii-stream`` worker, spec/engine.md 5.2), and
 serving a stream of your own behind them.
 
-As with :mod:`._state_helpers`, the streams live in the engine and these helpers spell its
+As with :mod:`._state_client`, the streams live in the engine and this module spells its
 function ids and payloads, in namespace ``default``, on top of :meth:`Worker.trigger`.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._exceptions import ProtocolError
-from ._state_helpers import (
+from ._state_client import (
     ENGINE_NAMESPACE,
     SetResult,
     UpdateOp,

@@ -1,7 +1,7 @@
 """Typed calls to the engine's key-value state (the ``iii-state`` worker, spec/engine.md 5.1),
 and the update operations it shares with streams (5.3).
 
-The state lives in the engine; these helpers only spell its function ids and payloads for you
+The state lives in the engine; this module only spells its function ids and payloads for you
 and read its answers into values, on top of :meth:`Worker.trigger`. They always address
 namespace ``default``, where the engine's workers provide their functions, whatever the
 worker's own namespace. Arguments are checked before anything is sent.
@@ -55,9 +55,9 @@ def json_argument(argument: str, value: object) -> JSONValue:
     return _json_argument(argument, to_json_value, value)
 
 
-def check_worker(worker: object, helper: str) -> Worker:
+def check_worker(worker: object, caller: str) -> Worker:
     if not isinstance(worker, Worker):
-        raise TypeError(f"{helper} needs an iii_trio.Worker, got {type(worker).__name__}")
+        raise TypeError(f"{caller} needs an iii_trio.Worker, got {type(worker).__name__}")
     return worker
 
 
