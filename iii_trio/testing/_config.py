@@ -30,16 +30,20 @@ How it is read, as the engine reads it:
 - An ``iii-http-functions`` block takes ``security``, a mapping of ``url_allowlist`` (a list of
   host globs; empty or absent means ``["*"]``), ``block_private_ips`` and ``require_https``
   (booleans, both true by default); other keys are an error, as in the engine.
+- An ``iii-cron`` block takes ``adapter: {name, config?}``, the name ``kv`` (the default) or
+  ``redis``; both mean the same in one process. Other keys are an error, as in the engine.
 
 What the dev engine does with it (:class:`EngineConfig`): each ``iii-worker-manager`` entry
 becomes a :class:`Listener`; the first ``iii-http-functions`` entry's security settings apply to
 HTTP-invoked functions (:attr:`EngineConfig.http_security`; without such an entry the dev engine
 allows plain http and private addresses, where the engine would not offer HTTP-invoked functions
-at all). ``middleware_function_id`` and ``rbac`` are not applied yet, and
-every other worker is not emulated yet; the dev engine says so once at INFO for each (see
-:attr:`EngineConfig.notes`) and carries on, since a file written for the real engine should
-start the dev engine too. The blocks of those workers are kept (:meth:`EngineConfig.entries`)
-for the dev engine to apply as it learns to emulate them.
+at all). The built-in workers it runs as plugins (``iii-cron``, see
+:data:`._engine._builtins.BUILTIN_WORKERS`) run when the file lists them, with the first entry's
+block. ``middleware_function_id`` and ``rbac`` are not applied yet, and every other worker is not
+emulated yet; the dev engine says so once at INFO for each (see :attr:`EngineConfig.notes`) and
+carries on, since a file written for the real engine should start the dev engine too. The blocks
+of those workers are kept (:meth:`EngineConfig.entries`) for the dev engine to apply as it learns
+to emulate them.
 
 One deliberate deviation: a listener without a ``host`` binds 127.0.0.1, not the engine's
 0.0.0.0. The dev engine has no authentication, so it is reachable from other machines only when

@@ -45,12 +45,13 @@ def run_if_condition_allows(
     proceed: Callable[[list[Output]], None],
     *,
     failed: Callable[[ErrorBody, list[Output]], None] | None = None,
+    skipped: Callable[[list[Output]], None] | None = None,
 ) -> None:
     """Call ``proceed(out)`` unless the binding's condition says no.
 
     Without a condition ``proceed`` runs at once; with one, once the condition has answered
-    (``out`` is then the outputs of that moment). A skipped event calls nothing; a failed
-    condition calls ``failed(error, out)`` when given, else is logged.
+    (``out`` is then the outputs of that moment). A skipped event calls ``skipped(out)`` when
+    given; a failed condition calls ``failed(error, out)`` when given, else is logged.
     """
     condition = condition_of(binding)
     if condition is None:
@@ -72,6 +73,8 @@ def run_if_condition_allows(
                 )
         elif result is False:
             logger.debug("trigger %s: condition %s said no", binding.id, condition)
+            if skipped is not None:
+                skipped(out)
         else:
             proceed(out)
 

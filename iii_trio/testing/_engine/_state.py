@@ -122,6 +122,10 @@ class EngineState:
             deterministic one in tests.
         started_at_ms: wall-clock start time in Unix milliseconds, shown as the in-process
             workers' ``connected_at_ms``.
+        wall_clock_offset: Unix time minus the shell's clock, in seconds: what the core adds
+            to ``now`` for wall-clock values (cron's UTC schedule, log timestamps). The shell
+            measures it once, so the wall clock advances with the shell's clock (a fake one
+            in tests) and a step of the system clock is not followed.
         functions_poll_interval: seconds between the checks that fire
             ``engine::functions-available`` (the engine polls every 5 s).
         plugins: in-process workers to run besides ``iii-engine-functions``, in order.
@@ -131,6 +135,7 @@ class EngineState:
 
     - the tables, read-only: :attr:`connections`, :attr:`functions`, :attr:`trigger_types`,
       :attr:`bindings`, :attr:`in_process_workers`, and :attr:`version`, :attr:`started_at_ms`;
+    - :meth:`unix_time`, the wall clock;
     - :meth:`arm` a timer; :meth:`answer` a caller; :meth:`start_call` to invoke a worker's
       function from the engine and continue when it answers; :meth:`fire_trigger` to deliver an
       event to every binding of an engine trigger type, :meth:`fire_binding` to one;
@@ -145,6 +150,7 @@ class EngineState:
         version: str = BASELINE_ENGINE_VERSION,
         new_uuid: Callable[[], uuid.UUID] = uuid.uuid4,
         started_at_ms: int = 0,
+        wall_clock_offset: float = 0.0,
         functions_poll_interval: float = 5.0,
         plugins: Sequence[EnginePlugin] = (),
     ) -> None:
@@ -157,6 +163,7 @@ class EngineState:
         self.version = version
         self._new_uuid = new_uuid
         self.started_at_ms = started_at_ms
+        self._wall_clock_offset = wall_clock_offset
 
         self.connections: dict[str, Connection] = {}
         self.functions: dict[tuple[str, str], Function] = {}
@@ -411,6 +418,11 @@ class EngineState:
     def new_id(self) -> str:
         """A fresh UUID for an id the engine hands out (plugin interface)."""
         return str(self._new_uuid())
+
+    def unix_time(self, now: float | None = None) -> float:
+        """The wall-clock time, in Unix seconds, at ``now`` on the shell's clock (default: the
+        time of the event being handled; plugin interface)."""
+        return (self.now if now is None else now) + self._wall_clock_offset
 
     @staticmethod
     def _send(connection: Connection | None, message: Message, out: list[Output]) -> None:
