@@ -32,6 +32,10 @@ How it is read, as the engine reads it:
   (booleans, both true by default); other keys are an error, as in the engine.
 - An ``iii-cron`` block takes ``adapter: {name, config?}``, the name ``kv`` (the default) or
   ``redis``; both mean the same in one process. Other keys are an error, as in the engine.
+- An ``iii-observability`` block takes the engine's keys; the dev engine applies ``enabled``,
+  ``logs_enabled``, ``logs_max_count``, ``service_name``, ``service_version``,
+  ``service_namespace`` and ``exporter`` and notes the others as not applied. Unknown keys are
+  an error, as in the engine.
 
 What the dev engine does with it (:class:`EngineConfig`): each ``iii-worker-manager`` entry
 becomes a :class:`Listener`; the first ``iii-http-functions`` entry's security settings apply to
@@ -39,11 +43,12 @@ HTTP-invoked functions (:attr:`EngineConfig.http_security`; without such an entr
 allows plain http and private addresses, where the engine would not offer HTTP-invoked functions
 at all). The built-in workers it runs as plugins (``iii-cron``, see
 :data:`._engine._builtins.BUILTIN_WORKERS`) run when the file lists them, with the first entry's
-block. ``middleware_function_id`` and ``rbac`` are not applied yet, and every other worker is not
-emulated yet; the dev engine says so once at INFO for each (see :attr:`EngineConfig.notes`) and
-carries on, since a file written for the real engine should start the dev engine too. The blocks
-of those workers are kept (:meth:`EngineConfig.entries`) for the dev engine to apply as it learns
-to emulate them.
+block. ``iii-observability`` always runs, as in the engine, with the first entry's block if
+the file has one (:attr:`EngineConfig.observability`). ``middleware_function_id`` and ``rbac``
+are not applied yet, and every other worker is not emulated yet; the dev engine says so once at
+INFO for each (see :attr:`EngineConfig.notes`) and carries on, since a file written for the real
+engine should start the dev engine too. The blocks of those workers are kept
+(:meth:`EngineConfig.entries`) for the dev engine to apply as it learns to emulate them.
 
 One deliberate deviation: a listener without a ``host`` binds 127.0.0.1, not the engine's
 0.0.0.0. The dev engine has no authentication, so it is reachable from other machines only when
@@ -67,6 +72,11 @@ import yaml
 from ._engine._builtins import BUILTIN_WORKERS as PLUGIN_WORKERS
 from ._engine._builtins import BlockError
 from ._engine._http_functions import HTTP_FUNCTIONS, HttpSecurity
+from ._engine._observability import (
+    OBSERVABILITY,
+    ObservabilitySettings,
+    read_observability_block,
+)
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT_MS",
@@ -125,7 +135,7 @@ BUILTIN_WORKERS: Final = frozenset(
     }
 )
 #: Workers whose blocks the dev engine applies.
-EMULATED_WORKERS: Final = frozenset({WORKER_MANAGER, HTTP_FUNCTIONS})
+EMULATED_WORKERS: Final = frozenset({WORKER_MANAGER, HTTP_FUNCTIONS, OBSERVABILITY})
 #: Workers the dev engine always provides in its own way, whatever their block says.
 _ALWAYS_PROVIDED: Final = frozenset({"iii-engine-functions"})
 #: Built-in names and the registry workers that replaced them: a file may name one of each pair.
@@ -211,6 +221,8 @@ class EngineConfig:
             such entry.
         builtin_settings: for each built-in worker the dev engine runs as a plugin (``iii-state``,
             ``iii-queue``...) that the file lists, the settings read from its first entry.
+        observability: the settings of the first ``iii-observability`` entry; ``None`` when
+            the file lists none (the worker then runs with the engine's defaults).
     """
 
     source: str
@@ -220,6 +232,7 @@ class EngineConfig:
     notes: tuple[str, ...] = ()
     http_security: HttpSecurity | None = None
     builtin_settings: Mapping[str, object] = attrs.field(factory=dict)
+    observability: ObservabilitySettings | None = None
 
     def entries(self, name: str) -> tuple[WorkerEntry, ...]:
         """The entries of worker ``name`` (every instance, in file order)."""
@@ -401,6 +414,7 @@ class _Reader:
         listeners = []
         http_security = None
         builtin_settings: dict[str, object] = {}
+        observability = None
         plugins = {worker.name: worker for worker in PLUGIN_WORKERS}
         for entry in workers:
             if entry.image is not None and entry.kind in BUILTIN_WORKERS:
@@ -418,6 +432,26 @@ class _Reader:
                     self.note(
                         f"only the first '{HTTP_FUNCTIONS}' entry applies; '{entry.instance}' "
                         "is ignored"
+                    )
+            elif entry.kind == OBSERVABILITY:
+                where = f"{entry.key}.config"
+                try:
+                    settings = read_observability_block(entry.config)
+                except BlockError as exc:
+                    raise self.fail(
+                        f"{where}.{exc.key}" if exc.key else where, exc.problem
+                    ) from None
+                if observability is not None:
+                    self.note(
+                        f"only the first '{OBSERVABILITY}' entry applies; '{entry.instance}' "
+                        "is ignored"
+                    )
+                    continue
+                observability = settings
+                if settings.not_applied:
+                    self.note(
+                        f"{OBSERVABILITY} keys not applied by the dev engine: "
+                        f"{', '.join(settings.not_applied)}; ignored"
                     )
             elif entry.kind in plugins:
                 where = f"{entry.key}.config"
@@ -455,6 +489,7 @@ class _Reader:
             notes=tuple(self.notes),
             http_security=http_security,
             builtin_settings=builtin_settings,
+            observability=observability,
         )
 
     def entries(self, document: dict[object, object], key: str) -> list[WorkerEntry]:

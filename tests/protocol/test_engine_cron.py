@@ -376,9 +376,9 @@ def test_the_block_takes_an_adapter_the_engine_knows() -> None:
 @pytest.mark.parametrize(
     ("block", "key", "problem"),
     [
-        ([], "", "expected a mapping, got sequence"),
+        ([], "", "expected a mapping, got a list"),
         ({"lock_ttl_ms": 5}, "lock_ttl_ms", "unknown key (an iii-cron block takes adapter)"),
-        ({"adapter": "kv"}, "adapter", 'expected a mapping, got string "kv"'),
+        ({"adapter": "kv"}, "adapter", "expected a mapping, got a string ('kv')"),
         ({"adapter": {}}, "adapter.name", "expected a string, got null"),
         (
             {"adapter": {"name": "memory"}},

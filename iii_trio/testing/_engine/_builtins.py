@@ -22,7 +22,14 @@ import attrs
 from ._cron import Cron, read_cron_block
 from ._plugin import EnginePlugin
 
-__all__ = ["BUILTIN_WORKERS", "BlockError", "BuiltinWorker", "builtin_plugins", "check_names"]
+__all__ = [
+    "BUILTIN_WORKERS",
+    "BlockError",
+    "BuiltinWorker",
+    "builtin_plugins",
+    "check_names",
+    "describe_setting",
+]
 
 _Settings = TypeVar("_Settings")
 
@@ -39,6 +46,26 @@ class BlockError(ValueError):
         super().__init__(f"{key}: {problem}" if key else problem)
         self.key = key
         self.problem = problem
+
+
+def describe_setting(value: object) -> str:
+    """How a :class:`BlockError` names a value it did not expect (as the config file reader
+    names values)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({value!r})"
+    if isinstance(value, int):
+        return f"an integer ({value!r})"
+    if isinstance(value, float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__} ({value!r})"
 
 
 @attrs.frozen

@@ -35,7 +35,7 @@ import attrs
 from ..._protocol._messages import JSON, ErrorBody
 from ._conditions import run_if_condition_allows
 from ._cron_schedule import CronSchedule, CronSyntaxError, parse_cron
-from ._model import Binding, Output, describe_value
+from ._model import Binding, Output
 from ._plugin import BuiltinFailure, EnginePlugin
 
 if TYPE_CHECKING:
@@ -76,12 +76,12 @@ def read_cron_block(block: object) -> CronSettings:
         BlockError: naming the key at fault.
     """
     # Imported here: the registry of built-in workers imports this module.
-    from ._builtins import BlockError
+    from ._builtins import BlockError, describe_setting
 
     if block is None:
         return CronSettings()
     if not isinstance(block, dict):
-        raise BlockError("", f"expected a mapping, got {_describe(block)}")
+        raise BlockError("", f"expected a mapping, got {describe_setting(block)}")
     for key in block:
         if key != "adapter":
             raise BlockError(str(key), "unknown key (an iii-cron block takes adapter)")
@@ -89,24 +89,18 @@ def read_cron_block(block: object) -> CronSettings:
     if adapter is None:
         return CronSettings()
     if not isinstance(adapter, dict):
-        raise BlockError("adapter", f"expected a mapping, got {_describe(adapter)}")
+        raise BlockError("adapter", f"expected a mapping, got {describe_setting(adapter)}")
     for key in adapter:
         if key not in ("name", "config"):
             raise BlockError(f"adapter.{key}", "unknown key (an adapter takes name and config)")
     name = adapter.get("name")
     if not isinstance(name, str):
-        raise BlockError("adapter.name", f"expected a string, got {_describe(name)}")
+        raise BlockError("adapter.name", f"expected a string, got {describe_setting(name)}")
     if name not in _ADAPTERS:
         raise BlockError(
             "adapter.name", f"cron adapter '{name}' is not registered (the engine has kv, redis)"
         )
     return CronSettings(adapter=name)
-
-
-def _describe(value: object) -> str:
-    if value is None or isinstance(value, bool | int | float | str | list | dict):
-        return describe_value(value)
-    return type(value).__name__
 
 
 def unix_nanos(unix_time: float) -> int:
