@@ -19,6 +19,10 @@ Where things are
 - :mod:`._enqueue`: how an enqueue action reaches the queue provider.
 - :mod:`._http_functions`: ``iii-http-functions``, HTTP-invoked functions: which endpoints are
   accepted, the requests the shell sends for their calls, and the answers made of the outcomes.
+- :mod:`._cron` and :mod:`._cron_schedule`: ``iii-cron``, the ``cron`` trigger type, and the
+  engine's cron grammar and fire times.
+- :mod:`._observability`: ``iii-observability``, thinly: ``engine::log::*``, the ``log``
+  trigger type, ``engine::health::check``, ``engine::baggage::*``.
 - :mod:`._model`: the tables' records, the outputs, and the engine's text rules.
 
 Theory of operation
@@ -35,7 +39,8 @@ passing the current time each time (the core never reads a clock). Every call re
 outputs for the shell to perform in order: :class:`Send` a message to a connection,
 :class:`CloseConnection`, :class:`TimerArmed` (wake the timer earlier), :class:`HttpRequest`
 (perform an HTTP-invoked function's call, then report the outcome to the plugin that asked), or
-one of the informational worker events the shell logs.
+one of the informational worker events the shell logs. Wall-clock values (cron's schedule, log
+timestamps) are that time plus an offset the shell measures once (:meth:`EngineState.unix_time`).
 
 Two shortcuts serve the messages every routed call consists of: :meth:`EngineState.route_invocation`
 and :meth:`EngineState.route_result` take plain field values and return plain values, building
