@@ -375,6 +375,7 @@ async def serve_dev_engine(
         grace=grace,
         version=DEV_ENGINE_VERSION,
         started_at_ms=_unix_ms(),
+        wall_clock_offset=time.time() - trio.current_time(),
         plugins=(
             *builtin_plugins(
                 None if engine_config is None else engine_config.builtin_settings, without
