@@ -76,7 +76,7 @@ async def test_trigger_types_are_listed_with_schemas_and_binding_counts(
     async with iii_trio.open_worker(engine.url, name="lister") as lister:
         lister.register_function("site::on-post", lambda payload: None)
         await lister.wait_registered()
-        (webhook,) = await lister.list_trigger_types()
+        (webhook,) = [t for t in await lister.list_trigger_types() if t.id == "webhook"]
         assert webhook == iii_trio.TriggerTypeInfo(
             id="webhook",
             description="Calls a function for each POST to a URL",
@@ -95,7 +95,7 @@ async def test_trigger_types_are_listed_with_schemas_and_binding_counts(
             )
         )
         await hooks.receive()  # the engine hands the binding to its provider
-        (webhook,) = await lister.list_trigger_types()
+        (webhook,) = [t for t in await lister.list_trigger_types() if t.id == "webhook"]
         assert webhook.instance_count == 1
     await hooks.aclose()
 

@@ -20,6 +20,7 @@ from typing import Any, Final, Generic, TypeVar
 import attrs
 
 from ._plugin import EnginePlugin
+from ._pubsub import PUBSUB, PubSub, read_pubsub_block
 
 __all__ = ["BUILTIN_WORKERS", "BlockError", "BuiltinWorker", "builtin_plugins", "check_names"]
 
@@ -53,7 +54,9 @@ class BuiltinWorker(Generic[_Settings]):
 
 
 #: Every built-in worker the dev engine can run, in the order they are installed.
-BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = ()
+BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = (
+    BuiltinWorker(PUBSUB, read_pubsub_block, PubSub),
+)
 
 _BY_NAME: Final = {worker.name: worker for worker in BUILTIN_WORKERS}
 
