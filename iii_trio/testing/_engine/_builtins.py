@@ -21,6 +21,7 @@ import attrs
 
 from ._plugin import EnginePlugin
 from ._pubsub import PUBSUB, PubSub, read_pubsub_block
+from ._queues import QUEUE, Queues, read_queue_block
 
 __all__ = ["BUILTIN_WORKERS", "BlockError", "BuiltinWorker", "builtin_plugins", "check_names"]
 
@@ -56,6 +57,7 @@ class BuiltinWorker(Generic[_Settings]):
 #: Every built-in worker the dev engine can run, in the order they are installed.
 BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = (
     BuiltinWorker(PUBSUB, read_pubsub_block, PubSub),
+    BuiltinWorker(QUEUE, read_queue_block, Queues),
 )
 
 _BY_NAME: Final = {worker.name: worker for worker in BUILTIN_WORKERS}
