@@ -30,13 +30,23 @@ How it is read, as the engine reads it:
 - An ``iii-http-functions`` block takes ``security``, a mapping of ``url_allowlist`` (a list of
   host globs; empty or absent means ``["*"]``), ``block_private_ips`` and ``require_https``
   (booleans, both true by default); other keys are an error, as in the engine.
+- An ``iii-queue`` block takes ``queue_configs`` (queue name to ``max_retries``,
+  ``concurrency``, ``type``, ``message_group_field``, ``backoff_ms``, ``poll_interval_ms``,
+  ``max_priority``, ``priority_field``; a ``default`` queue is added unless listed) and
+  ``adapter`` (``name``: ``builtin``, ``redis`` or ``rabbitmq``; the ``builtin`` adapter's
+  ``config`` gives the topic queues' ``max_attempts``, ``backoff_ms``, ``concurrency``,
+  ``poll_interval_ms`` and ``mode``). An ``iii-pubsub`` block takes ``adapter`` (``name``:
+  ``local``, ``memory`` or ``redis``). Other keys are an error, as in the engine; the dev engine
+  keeps queues and subscriptions in memory whatever the adapter.
 
 What the dev engine does with it (:class:`EngineConfig`): each ``iii-worker-manager`` entry
 becomes a :class:`Listener`; the first ``iii-http-functions`` entry's security settings apply to
 HTTP-invoked functions (:attr:`EngineConfig.http_security`; without such an entry the dev engine
 allows plain http and private addresses, where the engine would not offer HTTP-invoked functions
-at all). ``middleware_function_id`` and ``rbac`` are not applied yet, and
-every other worker is not emulated yet; the dev engine says so once at INFO for each (see
+at all); the built-in workers it runs (``iii-queue``, ``iii-pubsub``) are those the file lists,
+each with its first entry's block (:attr:`EngineConfig.builtin_settings`).
+``middleware_function_id`` and ``rbac`` are not applied yet, and every other worker is not
+emulated yet; the dev engine says so once at INFO for each (see
 :attr:`EngineConfig.notes`) and carries on, since a file written for the real engine should
 start the dev engine too. The blocks of those workers are kept (:meth:`EngineConfig.entries`)
 for the dev engine to apply as it learns to emulate them.
