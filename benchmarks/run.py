@@ -128,6 +128,14 @@ def all_kinds() -> list[Kind]:
             iii_trio=True,
         ),
         Kind(
+            "iii-trio-otel",
+            "iii-trio, OpenTelemetry spans to a dropping exporter",
+            (py, str(WORKERS / "iii_trio_echo.py")),
+            env=(("BENCH_OTEL", "1"),),
+            extra=True,
+            check="import iii_trio, opentelemetry.sdk.trace",
+        ),
+        Kind(
             "official",
             "official Python iii-sdk (defaults)",
             (py, str(WORKERS / "official_echo.py")),

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
+from ._tracing import child_traceparent, trace_id_of, valid_baggage, valid_traceparent
+
 if TYPE_CHECKING:
     from ._protocol._messages import InvokeFunction
     from ._worker import Worker
 
-__all__ = ["Context", "get_context", "use_context"]
+__all__ = ["Context", "get_context", "outgoing_baggage", "outgoing_trace", "use_context"]
 
 _handler_logger = logging.getLogger("iii_trio.handler")
 
@@ -40,8 +42,8 @@ class Context:
         function_id: the function being invoked.
         invocation_id: the engine's id of this invocation (the caller sees the same id).
         metadata: the invocation's metadata sidecar (``None`` when the call carried none).
-        traceparent: W3C trace context of the call, if any.
-        baggage: W3C baggage of the call, if any.
+        traceparent: W3C trace context of the call, if it carried a well-formed one.
+        baggage: W3C baggage of the call, if it carried well-formed baggage.
         caller_worker_id: the calling worker's id, as injected by the engine (``None`` for
             engine-originated calls and non-object payloads).
         worker: the worker serving the call, to make further calls from the handler.
@@ -51,16 +53,29 @@ class Context:
     invocation_id: str
     worker: Worker
     metadata: Any = None
-    traceparent: str | None = None
-    baggage: str | None = None
+    # Whatever comes in malformed is dropped: calls from here start a trace of their own.
+    traceparent: str | None = attrs.field(default=None, converter=valid_traceparent)
+    baggage: str | None = attrs.field(default=None, converter=valid_baggage)
     caller_worker_id: str | None = None
 
     @property
+    def trace_id(self) -> str | None:
+        """The W3C trace id of the call (32 hex digits), if it carried a traceparent."""
+        return None if self.traceparent is None else trace_id_of(self.traceparent)
+
+    @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger whose records carry ``function_id`` and ``invocation_id`` as extras."""
+        """A logger (``iii_trio.handler``) whose records carry ``function_id``,
+        ``invocation_id`` and ``trace_id`` as attributes, for a format such as
+        ``"%(function_id)s %(invocation_id)s %(message)s"``. Records from anywhere else lack
+        them: give the formatter ``defaults=`` for those (see the README)."""
         return logging.LoggerAdapter(
             _handler_logger,
-            {"function_id": self.function_id, "invocation_id": self.invocation_id},
+            {
+                "function_id": self.function_id,
+                "invocation_id": self.invocation_id,
+                "trace_id": self.trace_id,
+            },
         )
 
 
@@ -91,6 +106,26 @@ def get_context() -> Context:
     )
     _current.set(context)
     return context
+
+
+def outgoing_trace() -> tuple[str, str | None]:
+    """The ``traceparent`` and ``baggage`` of a call made here: inside a handler, the handler's
+    trace with a new span id and its baggage; elsewhere a new trace and no baggage."""
+    current = _current.get(None)
+    if current is None:
+        return child_traceparent(None), None
+    # Built once per invocation, which checks what came in once.
+    context = current if isinstance(current, Context) else get_context()
+    return child_traceparent(context.traceparent), context.baggage
+
+
+def outgoing_baggage() -> str | None:
+    """The ``baggage`` of a call made here: the handler's, else none."""
+    current = _current.get(None)
+    if current is None:
+        return None
+    context = current if isinstance(current, Context) else get_context()
+    return context.baggage
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ import attrs
 import trio
 
 from ._connection import CallFailed, EngineLink, EngineSession
+from ._context import outgoing_baggage, outgoing_trace
 from ._dispatch import (
     PreparedHandler,
     prepare_handler,
@@ -47,6 +48,7 @@ from ._exceptions import (
 )
 from ._groups import raise_collapsed
 from ._http_invocation import HttpInvocation, invocation_ref
+from ._otel import Outcome, Tracing, traceparent_of, tracing_for
 from ._protocol._codec import encode, encode_call, encode_json, loads
 from ._protocol._ids import new_invocation_id
 from ._protocol._messages import (
@@ -201,6 +203,8 @@ class _SessionOwner:
         #: them: their refusal is raised there, not logged.
         self.confirming: set[str] = set()
         self.provided = ProvidedTriggers()
+        #: OpenTelemetry spans, when the application uses it (see open_worker).
+        self.tracing: Tracing | None = None
         self._announcement = announcement
 
     # -- SessionOwner --------------------------------------------------------------------------
@@ -220,18 +224,22 @@ class _SessionOwner:
 
     async def serve_invocation(self, session: EngineSession, message: InvokeFunction) -> None:
         function_id = message.function_id
-        await serve_invocation(
-            self.handlers.get(function_id),
-            message,
-            self.worker,
-            session,
-            refusal=_NOT_INVOKABLE if function_id in self.http_functions else None,
-        )
+        handler = self.handlers.get(function_id)
+        refusal = _NOT_INVOKABLE if function_id in self.http_functions else None
+        tracing = self.tracing
+        if tracing is None:
+            await serve_invocation(handler, message, self.worker, session, refusal=refusal)
+            return
+        with tracing.serving(message) as outcome:
+            sink = _TracedSink(session, outcome)
+            await serve_invocation(handler, message, self.worker, sink, refusal=refusal)
 
     def serve_inline(self, message: InvokeFunction) -> bytes | None:
         handler = self.handlers.get(message.function_id)
         if handler is None or handler.call_inline is None or message.invocation_id is None:
             return None
+        if self.tracing is not None:
+            return None  # a span is opened around it in its task
         return serve_inline(handler, message, self.worker)
 
     def registration_refused(self, error: RegistrationRejected) -> None:
@@ -279,6 +287,25 @@ class _SessionOwner:
                 binding.function_id,
                 error,
             )
+
+
+@attrs.frozen
+class _TracedSink:
+    """A session as a handler's result goes to it, telling the invocation's span whether the
+    result is a failure (the result frame is read again, which only a traced worker pays)."""
+
+    session: EngineSession
+    outcome: Outcome
+
+    async def send_result(self, frame: bytes) -> None:
+        answer = loads(frame)
+        error = answer.get("error") if type(answer) is dict else None
+        if type(error) is dict:
+            self.outcome.failed(str(error.get("code")), str(error.get("message")))
+        await self.session.send_result(frame)
+
+    def result_dropped(self) -> None:
+        self.session.result_dropped()
 
 
 @final
@@ -712,6 +739,8 @@ class Worker:
             trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
+        if self._owner.tracing is not None:
+            return await self._traced_call(function_id, payload, metadata, namespace, None)
         invocation_id, frame = self._call_frame(function_id, payload, metadata, namespace)
         session = self._link.session
         if session is not None and self._invocation_timeout is None:
@@ -747,10 +776,26 @@ class Worker:
             trio.ClosedResourceError: the worker's block has exited.
         """
         self._check_open()
-        frame = self._encode_call(function_id, payload, metadata, namespace, None, VoidAction())
-        session = self._link.session or await self._link.wait_connected()
-        session.send_frame(frame)
-        await trio.lowlevel.checkpoint()
+        tracing = self._owner.tracing
+        if tracing is None:
+            frame = self._encode_call(function_id, payload, metadata, namespace, None, VoidAction())
+            session = self._link.session or await self._link.wait_connected()
+            session.send_frame(frame)
+            await trio.lowlevel.checkpoint()
+            return
+        with tracing.calling(function_id, None) as outcome:
+            frame = self._encode_call(
+                function_id,
+                payload,
+                metadata,
+                namespace,
+                None,
+                VoidAction(),
+                traceparent=traceparent_of(outcome),
+            )
+            session = self._link.session or await self._link.wait_connected()
+            session.send_frame(frame)
+            await trio.lowlevel.checkpoint()
 
     async def enqueue(
         self,
@@ -770,10 +815,14 @@ class Worker:
         """
         self._check_open()
         _check_id("queue", queue)
-        invocation_id, frame = self._call_frame(
-            function_id, payload, metadata, namespace, EnqueueAction(queue=queue)
-        )
-        receipt = await self._call(function_id, invocation_id, frame)
+        action = EnqueueAction(queue=queue)
+        if self._owner.tracing is not None:
+            receipt = await self._traced_call(function_id, payload, metadata, namespace, action)
+        else:
+            invocation_id, frame = self._call_frame(
+                function_id, payload, metadata, namespace, action
+            )
+            receipt = await self._call(function_id, invocation_id, frame)
         receipt_id = receipt.get("messageReceiptId") if isinstance(receipt, dict) else None
         if not isinstance(receipt_id, str):
             raise InvocationError(
@@ -782,6 +831,37 @@ class Worker:
                 function_id=function_id,
             )
         return receipt_id
+
+    async def _traced_call(
+        self,
+        function_id: str,
+        payload: JSONValue,
+        metadata: JSONValue,
+        namespace: str | None,
+        action: EnqueueAction | None,
+    ) -> JSONValue:
+        """A call inside a CLIENT span, whose trace context the call carries."""
+        tracing = self._owner.tracing
+        assert tracing is not None
+        invocation_id = new_invocation_id()
+        with tracing.calling(function_id, invocation_id) as outcome:
+            frame = self._encode_call(
+                function_id,
+                payload,
+                metadata,
+                namespace,
+                invocation_id,
+                action,
+                traceparent=traceparent_of(outcome),
+            )
+            try:
+                if self._invocation_timeout is None:
+                    return await self._call(function_id, invocation_id, frame)
+                with trio.fail_after(self._invocation_timeout):
+                    return await self._call(function_id, invocation_id, frame)
+            except InvocationError as exc:
+                outcome.failed(exc.code, exc.message)
+                raise
 
     def _call_frame(
         self,
@@ -804,9 +884,17 @@ class Worker:
         namespace: str | None,
         invocation_id: str | None,
         action: EnqueueAction | VoidAction | None,
+        *,
+        traceparent: str | None = None,
     ) -> bytes:
+        """The frame of a call; it carries ``traceparent`` (the call's span, when traced), else
+        a child of the current trace, and the current baggage."""
         if type(function_id) is not str or not function_id.strip():
             _check_function_id_argument(function_id)
+        if traceparent is None:
+            traceparent, baggage = outgoing_trace()
+        else:
+            baggage = outgoing_baggage()
         try:
             return encode_call(
                 function_id,
@@ -814,6 +902,8 @@ class Worker:
                 invocation_id,
                 metadata=metadata,
                 namespace=self._call_namespace(function_id, namespace),
+                traceparent=traceparent,
+                baggage=baggage,
                 action=action,
             )
         except TypeError as exc:
@@ -1258,6 +1348,7 @@ async def open_worker(
     invocation_timeout: float | None = None,
     headers: Mapping[str, str] | None = None,
     ssl: ssl_module.SSLContext | None = None,
+    tracer_provider: object | None = None,
     _open_stream: StreamOpener | None = None,
 ) -> AsyncIterator[Worker]:
     """Connect a worker to the iii engine for the duration of the block.
@@ -1276,6 +1367,9 @@ async def open_worker(
             ``Authorization: Bearer``).
         ssl: the TLS context for a ``wss://`` URL; default: the system's trusted certificates,
             verified.
+        tracer_provider: an OpenTelemetry ``TracerProvider`` to record spans with (the ``otel``
+            extra); default: the application's global one, if it set one before this call.
+            Without either, calls carry W3C trace context but no spans are made.
 
     Entering blocks until the engine accepted the worker and applied its registrations; the
     first failed attempt is logged at WARNING on ``iii_trio.connection`` (later ones at DEBUG).
@@ -1301,6 +1395,7 @@ async def open_worker(
     resolved_headers = _resolve_headers(headers)
     if ssl is not None and not isinstance(ssl, ssl_module.SSLContext):
         raise TypeError(f"ssl must be an ssl.SSLContext or None, got {type(ssl).__name__}")
+    tracing = tracing_for(tracer_provider)
     worker = Worker(
         announcement=_announcement(resolved_name, resolved_namespace, description),
         namespace=resolved_namespace,
@@ -1311,6 +1406,7 @@ async def open_worker(
         backoff=backoff,
         open_stream=_open_stream,
     )
+    worker._owner.tracing = tracing
     link = worker._link
     provided = worker._owner.provided
     try:

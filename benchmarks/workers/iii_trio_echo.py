@@ -1,7 +1,13 @@
-"""iii-trio serving ``bench::echo``, written against the public API only."""
+"""iii-trio serving ``bench::echo``, written against the public API only.
+
+With ``BENCH_OTEL=1`` it records an OpenTelemetry span per invocation and call, handed to an
+exporter that drops them: the cost of tracing itself, without any export.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from typing import Any
 
 import _args
@@ -10,8 +16,25 @@ import trio
 import iii_trio
 
 
+def tracer_provider() -> Any:
+    if os.environ.get("BENCH_OTEL") != "1":
+        return None
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    class Dropping(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Dropping()))
+    return provider
+
+
 async def serve(args: _args.Args) -> None:
-    async with iii_trio.open_worker(args.url, name="bench-echo") as worker:
+    async with iii_trio.open_worker(
+        args.url, name="bench-echo", tracer_provider=tracer_provider()
+    ) as worker:
 
         async def echo(payload: Any) -> Any:
             return payload
