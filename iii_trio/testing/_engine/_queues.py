@@ -64,6 +64,9 @@ Where the dev engine differs from the engine
   ``function_queue``, where the engine also lists its internal name. Lists are sorted by name.
 - The engine delivers a queued message with a new span of the trace it was enqueued in; the dev
   engine passes the enqueuer's ``traceparent`` and ``baggage`` through unchanged.
+- Calls the dev engine starts itself reach workers' functions only, so a message queued for
+  one of the engine's own functions (``publish``, say) fails as ``function_not_found`` and ends
+  as a dead letter; the engine would call it.
 """
 
 from __future__ import annotations
