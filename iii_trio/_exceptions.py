@@ -145,6 +145,15 @@ class InvocationError(IIIError):
 
     ``str(error)`` is ``"<code>: <message>"``; the remote traceback is kept in
     :attr:`stacktrace` and never printed as part of the message.
+
+    Attributes:
+        code: the error code: the failed function's own, ``invocation_failed`` (an iii-trio
+            handler raised), ``invalid_payload`` (the payload did not fit its annotation),
+            ``function_not_found``, ``invocation_stopped`` (its worker left first)...
+        message: the explanation that came with the code.
+        stacktrace: the remote traceback, when the failed handler's worker sent one.
+        function_id: the function that was called.
+        invocation_id: the call's invocation id, when it had one.
     """
 
     def __init__(
@@ -172,7 +181,8 @@ class InvocationError(IIIError):
         function_id: str | None = None,
         invocation_id: str | None = None,
     ) -> InvocationError:
-        """Build the most specific error class for a wire error body."""
+        """Build the most specific error class for a wire error body:
+        :class:`FunctionNotFound` for ``function_not_found``, else :class:`InvocationError`."""
         cls = FunctionNotFound if code == "function_not_found" else InvocationError
         return cls(
             code,

@@ -123,6 +123,13 @@ class ApiResponse:
     engine's server sends none), while an empty body with another status needs a
     ``content-type``: ``ApiResponse(404, headers={"content-type": "text/plain"})``.
 
+    Attributes:
+        status_code: the HTTP status, 100 to 599 (an ``http.HTTPStatus`` is taken as its
+            number).
+        body: the response body (see above for how it becomes bytes).
+        headers: response headers to send, copied when the response is built; ``None``: none
+            but the engine's own.
+
     Raises:
         TypeError: ``status_code`` is not an int, or ``headers`` is not a mapping of strings to
             strings.

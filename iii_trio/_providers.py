@@ -57,9 +57,15 @@ class TriggerProvider(Protocol):
     only logged. Neither can harm the worker.
     """
 
-    async def register_trigger(self, trigger: TriggerConfig) -> None: ...
+    async def register_trigger(self, trigger: TriggerConfig) -> None:
+        """Start serving the binding ``trigger``: fire it, by calling ``trigger.function_id``,
+        whenever its ``config`` says. Return once it is started; raise to refuse it."""
+        ...
 
-    async def unregister_trigger(self, trigger: TriggerConfig) -> None: ...
+    async def unregister_trigger(self, trigger: TriggerConfig) -> None:
+        """Stop serving the binding ``trigger`` (the one :meth:`register_trigger` started
+        under the same id): fire it no more."""
+        ...
 
 
 def check_provider(provider: object) -> None:

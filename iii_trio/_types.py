@@ -19,8 +19,15 @@ __all__ = [
     "WorkerInfo",
 ]
 
-#: Any JSON value: payloads, results, metadata, configs and schemas.
 JSONValue: TypeAlias = Any
+"""Any JSON value: payloads, results, metadata, configs and schemas.
+
+``Any`` to the type checker. At run time it must encode as JSON: dicts with string keys, lists,
+strings, ints, finite floats, bools and ``None``. A payload, a handler's result or a trigger
+config may also be an attrs instance, sent as the JSON object cattrs unstructures it into.
+Anything else (``NaN``, a set...) is refused before it is sent: a ``TypeError`` naming the
+argument, or, for a handler's result, a failed call.
+"""
 
 
 def _seconds(_: object, attribute: attrs.Attribute[float], value: object) -> None:
@@ -38,6 +45,13 @@ class Backoff:
     ``± jitter`` of itself. ``max_attempts=None`` retries forever; otherwise connecting fails
     with :class:`~iii_trio.EngineUnavailable` after that many failed attempts in a row. The count
     resets after every successful connection.
+
+    Attributes:
+        initial: seconds before the first retry.
+        maximum: the longest wait between two attempts, in seconds.
+        multiplier: how much each wait grows over the one before.
+        jitter: how far a wait may vary, as a fraction of it (0 to 1).
+        max_attempts: failed attempts in a row before giving up; ``None``: never give up.
 
     Raises:
         TypeError: a field is not a number (``max_attempts``: not an int or None).
@@ -69,21 +83,31 @@ class Backoff:
 class ConnectionState(enum.Enum):
     """Where a worker's engine connection stands."""
 
-    #: Opening the first connection.
     CONNECTING = "connecting"
-    #: Connected, announced and registered: calls and invocations flow.
+    """Opening the first connection."""
     CONNECTED = "connected"
-    #: The connection dropped; waiting for the backoff delay or reconnecting.
+    """Connected, announced and registered: calls and invocations flow."""
     RECONNECTING = "reconnecting"
-    #: The worker's block has exited.
+    """The connection dropped; waiting for the backoff delay or reconnecting."""
     CLOSED = "closed"
-    #: Gave up: the backoff budget ran out or the engine refused this worker.
+    """The worker's block has exited."""
     FAILED = "failed"
+    """Gave up: the backoff budget ran out or the engine refused this worker."""
 
 
 @attrs.frozen
 class FunctionInfo:
-    """A function as the engine lists it (``engine::functions::list`` / ``::info``)."""
+    """A function as the engine lists it (``engine::functions::list`` / ``::info``).
+
+    Attributes:
+        function_id: the function's id (``service::name``).
+        description: what it does, as its worker registered it.
+        request_format: JSON Schema of its payload, if its worker gave or derived one.
+        response_format: JSON Schema of its result, likewise.
+        metadata: the metadata it was registered with.
+        namespace: the namespace it lives in.
+        worker_name: the name of the worker serving it, when the engine says.
+    """
 
     function_id: str
     description: str | None = None
@@ -162,6 +186,23 @@ class WorkerInfo:
     """A connected worker as the engine lists it (``engine::workers::list``); ``functions``
     comes from ``engine::workers::info`` and stays empty for a worker without a name, which
     the engine cannot describe.
+
+    Attributes:
+        id: the engine's id of the worker (of its current connection).
+        name: the name it announced, if any.
+        runtime: its language runtime, as announced (``python``, ``node``...; ``engine`` for
+            the engine's built-in workers).
+        version: its SDK's version, as announced.
+        os: its operating system, as announced.
+        ip_address: the address it connected from.
+        status: its state as the engine reports it: ``connected``, or ``available`` for the
+            engine's built-in workers.
+        connected_at_ms: when it connected, in milliseconds since the Unix epoch.
+        function_count: how many functions it serves.
+        functions: the ids of the functions it serves.
+        active_invocations: how many invocations it is serving now.
+        namespace: the namespace it registered in.
+        description: the description it announced, if any.
     """
 
     id: str

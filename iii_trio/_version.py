@@ -1,1 +1,2 @@
 __version__ = "0.1.0"
+"""This package's version; a worker announces it to the engine as its SDK version."""

@@ -103,7 +103,12 @@ _NOT_INVOKABLE: Final = ErrorBody(
 
 @attrs.frozen
 class FunctionRef:
-    """A registered function. ``unregister()`` removes it from the engine and from replay."""
+    """A registered function, as :meth:`Worker.register_function` returns it.
+    ``unregister()`` removes it from the engine and from replay.
+
+    Attributes:
+        id: the function's id, as registered.
+    """
 
     id: str
     _worker: Worker = attrs.field(repr=False)
@@ -127,6 +132,11 @@ class FunctionRef:
 class TriggerRef:
     """A trigger binding made by :meth:`Worker.register_trigger`: ``trigger_type`` events call
     ``function_id``. ``unregister()`` removes it from the engine and from replay.
+
+    Attributes:
+        id: the binding's id, which this worker chose; the same across reconnects.
+        trigger_type: the trigger type it is bound to.
+        function_id: the function it calls when it fires.
     """
 
     id: str
@@ -159,7 +169,11 @@ class TriggerRef:
 
 @attrs.frozen
 class TriggerTypeRef:
-    """A trigger type this worker provides (:meth:`Worker.register_trigger_type`)."""
+    """A trigger type this worker provides (:meth:`Worker.register_trigger_type`).
+
+    Attributes:
+        id: the trigger type's id, as registered.
+    """
 
     id: str
     _worker: Worker = attrs.field(repr=False)
@@ -312,7 +326,11 @@ class _TracedSink:
 class Worker:
     """A connection to the iii engine that serves functions and calls other workers' functions.
 
-    Created only by :func:`open_worker`, which owns its lifetime.
+    Created only by :func:`open_worker`, which owns its lifetime: any task may use it while the
+    ``open_worker`` block runs. Once the block has exited its calls and registrations raise
+    :class:`trio.ClosedResourceError` and :attr:`connection_state` is ``CLOSED``. Registrations
+    (functions, services, trigger bindings and trigger types) are kept by the worker and
+    replayed on every reconnect.
     """
 
     __slots__ = ("_invocation_timeout", "_link", "_namespace", "_owner")
@@ -354,6 +372,8 @@ class Worker:
 
     @property
     def connection_state(self) -> ConnectionState:
+        """Where the connection to the engine stands now; :meth:`watch_connection_state`
+        follows its changes."""
         return self._link.state
 
     async def wait_connected(self) -> None:

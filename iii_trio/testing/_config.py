@@ -203,7 +203,7 @@ class Listener:
 @attrs.frozen
 class EngineConfig:
     """An engine config file, read: what :func:`iii_trio.testing.open_dev_engine` takes as
-    ``config=``. Built by :func:`parse_config` / :func:`read_config`.
+    ``config=``. :func:`iii_trio.testing.load_config` reads one from a file.
 
     Attributes:
         source: the file it was read from (or the name given to :func:`parse_config`).

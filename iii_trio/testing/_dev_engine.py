@@ -203,7 +203,14 @@ class DevEngine:
         self._nursery = nursery
 
     def statistics(self) -> EngineStatistics:
-        """Current connection, function, binding and pending-invocation counts."""
+        """Counts of what the engine holds now, for tests and diagnostics.
+
+        Returns:
+            A frozen record of ints: ``connections`` (workers connected), ``functions``,
+            ``trigger_types``, ``bindings`` (trigger bindings), ``services`` (declared with
+            :meth:`~iii_trio.Worker.register_service`, which no engine function lists) and
+            ``pending_invocations`` (calls waiting for their result).
+        """
         return self._state.statistics()
 
     async def _open_memory_stream(self, host: str, port: int) -> trio.abc.Stream:
