@@ -30,6 +30,14 @@ How it is read, as the engine reads it:
 - An ``iii-http-functions`` block takes ``security``, a mapping of ``url_allowlist`` (a list of
   host globs; empty or absent means ``["*"]``), ``block_private_ips`` and ``require_https``
   (booleans, both true by default); other keys are an error, as in the engine.
+- An ``iii-queue`` block takes ``queue_configs`` (queue name to ``max_retries``,
+  ``concurrency``, ``type``, ``message_group_field``, ``backoff_ms``, ``poll_interval_ms``,
+  ``max_priority``, ``priority_field``; a ``default`` queue is added unless listed) and
+  ``adapter`` (``name``: ``builtin``, ``redis`` or ``rabbitmq``; the ``builtin`` adapter's
+  ``config`` gives the topic queues' ``max_attempts``, ``backoff_ms``, ``concurrency``,
+  ``poll_interval_ms`` and ``mode``). An ``iii-pubsub`` block takes ``adapter`` (``name``:
+  ``local``, ``memory`` or ``redis``). Other keys are an error, as in the engine; the dev engine
+  keeps queues and subscriptions in memory whatever the adapter.
 - An ``iii-cron`` block takes ``adapter: {name, config?}``, the name ``kv`` (the default) or
   ``redis``; both mean the same in one process. Other keys are an error, as in the engine.
 - An ``iii-observability`` block takes the engine's keys; the dev engine applies ``enabled``,
@@ -41,13 +49,13 @@ What the dev engine does with it (:class:`EngineConfig`): each ``iii-worker-mana
 becomes a :class:`Listener`; the first ``iii-http-functions`` entry's security settings apply to
 HTTP-invoked functions (:attr:`EngineConfig.http_security`; without such an entry the dev engine
 allows plain http and private addresses, where the engine would not offer HTTP-invoked functions
-at all). The built-in workers it runs as plugins (``iii-cron``, see
-:data:`._engine._builtins.BUILTIN_WORKERS`) run when the file lists them, with the first entry's
-block. ``iii-observability`` always runs, as in the engine, with the first entry's block if
-the file has one (:attr:`EngineConfig.observability`). ``middleware_function_id`` and ``rbac``
-are not applied yet, and every other worker is not emulated yet; the dev engine says so once at
-INFO for each (see :attr:`EngineConfig.notes`) and carries on, since a file written for the real
-engine should start the dev engine too. The blocks of those workers are kept
+at all); the built-in workers it runs (``iii-queue``, ``iii-pubsub``, ``iii-cron``) are those
+the file lists, each with its first entry's block (:attr:`EngineConfig.builtin_settings`).
+``iii-observability`` always runs, as in the engine, with the first entry's block if the file
+has one (:attr:`EngineConfig.observability`). ``middleware_function_id`` and ``rbac`` are not
+applied yet, and every other worker is not emulated yet; the dev engine says so once at INFO for
+each (see :attr:`EngineConfig.notes`) and carries on, since a file written for the real engine
+should start the dev engine too. The blocks of those workers are kept
 (:meth:`EngineConfig.entries`) for the dev engine to apply as it learns to emulate them.
 
 One deliberate deviation: a listener without a ``host`` binds 127.0.0.1, not the engine's

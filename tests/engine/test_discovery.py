@@ -76,7 +76,6 @@ async def test_trigger_types_are_listed_with_schemas_and_binding_counts(
     async with iii_trio.open_worker(engine.url, name="lister") as lister:
         lister.register_function("site::on-post", lambda payload: None)
         await lister.wait_registered()
-        # The engine's own types (cron, log...) are listed too.
         (webhook,) = [t for t in await lister.list_trigger_types() if t.id == "webhook"]
         assert webhook == iii_trio.TriggerTypeInfo(
             id="webhook",

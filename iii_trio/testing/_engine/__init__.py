@@ -17,6 +17,9 @@ Where things are
 - :mod:`._introspection`: ``iii-engine-functions``, the ``engine::*`` functions and the
   discovery trigger types.
 - :mod:`._enqueue`: how an enqueue action reaches the queue provider.
+- :mod:`._pubsub`: ``iii-pubsub``, ``publish`` and the ``subscribe`` trigger type.
+- :mod:`._queues`: ``iii-queue``, named and topic queues with retries and dead letters, and
+  the provider of ``engine::queue::enqueue``.
 - :mod:`._http_functions`: ``iii-http-functions``, HTTP-invoked functions: which endpoints are
   accepted, the requests the shell sends for their calls, and the answers made of the outcomes.
 - :mod:`._cron` and :mod:`._cron_schedule`: ``iii-cron``, the ``cron`` trigger type, and the
@@ -69,8 +72,9 @@ Where the spec is silent
 - A registered trigger's ``worker_name`` is its registering worker's name, else the first
   ``::`` segment of its function id.
 - Not provided yet, answered as an engine without the worker that provides them would:
-  channels (``function_not_found``), the queue (enqueue fails with ``enqueue_error`` unless a
-  worker registers ``engine::queue::enqueue``). HTTP-invoked functions are provided only when
+  channels (``function_not_found``). Without the ``iii-queue`` plugin, enqueue fails with
+  ``enqueue_error`` unless a worker registers ``engine::queue::enqueue``, as in an engine
+  without a queue worker. HTTP-invoked functions are provided only when
   the shell installs the :class:`._http_functions.HttpFunctions` plugin (it always does); a
   core without it drops them as an engine without ``iii-http-functions`` does.
 """

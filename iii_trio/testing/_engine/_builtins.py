@@ -21,6 +21,8 @@ import attrs
 
 from ._cron import Cron, read_cron_block
 from ._plugin import EnginePlugin
+from ._pubsub import PUBSUB, PubSub, read_pubsub_block
+from ._queues import QUEUE, Queues, read_queue_block
 
 __all__ = [
     "BUILTIN_WORKERS",
@@ -82,6 +84,8 @@ class BuiltinWorker(Generic[_Settings]):
 
 #: Every built-in worker the dev engine can run, in the order they are installed.
 BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = (
+    BuiltinWorker(PUBSUB, read_pubsub_block, PubSub),
+    BuiltinWorker(QUEUE, read_queue_block, Queues),
     BuiltinWorker("iii-cron", read_cron_block, Cron),
 )
 

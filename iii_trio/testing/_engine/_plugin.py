@@ -11,7 +11,7 @@ uses the core's plugin interface (listed on :class:`._state.EngineState`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, KeysView, Mapping
 from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias
 
 import attrs
@@ -157,6 +157,16 @@ class Input:
 
     def any(self, key: str) -> JSON:
         return self._data.get(key)
+
+    def keys(self) -> KeysView[str]:
+        """The fields present, for inputs that refuse unknown fields or take aliases."""
+        return self._data.keys()
+
+    def required(self, key: str) -> JSON:
+        """A field of any type that must be there (``null`` counts as there)."""
+        if key not in self._data:
+            raise self.fail(f"missing field `{key}`")
+        return self._data[key]
 
     def optional_str(self, key: str) -> str | None:
         value = self._data.get(key)

@@ -122,10 +122,10 @@ class EngineState:
             deterministic one in tests.
         started_at_ms: wall-clock start time in Unix milliseconds, shown as the in-process
             workers' ``connected_at_ms``.
-        wall_clock_offset: Unix time minus the shell's clock, in seconds: what the core adds
-            to ``now`` for wall-clock values (cron's UTC schedule, log timestamps). The shell
-            measures it once, so the wall clock advances with the shell's clock (a fake one
-            in tests) and a step of the system clock is not followed.
+        wall_clock_offset: Unix time minus the shell's clock, in seconds, so that plugins can
+            stamp wall-clock times (:meth:`unix_time`) without the core reading a clock. The
+            shell measures it once: the wall clock then advances with the shell's clock (a fake
+            one in tests), and a step of the system clock is not followed.
         functions_poll_interval: seconds between the checks that fire
             ``engine::functions-available`` (the engine polls every 5 s).
         plugins: in-process workers to run besides ``iii-engine-functions``, in order.
@@ -135,10 +135,11 @@ class EngineState:
 
     - the tables, read-only: :attr:`connections`, :attr:`functions`, :attr:`trigger_types`,
       :attr:`bindings`, :attr:`in_process_workers`, and :attr:`version`, :attr:`started_at_ms`;
-    - :meth:`unix_time`, the wall clock;
+      :attr:`now` and :meth:`unix_time`;
     - :meth:`arm` a timer; :meth:`answer` a caller; :meth:`start_call` to invoke a worker's
       function from the engine and continue when it answers; :meth:`fire_trigger` to deliver an
       event to every binding of an engine trigger type, :meth:`fire_binding` to one;
+      :meth:`call_builtin` to run another plugin's function and continue with its outcome;
     - the operations behind the engine's own registration functions: :meth:`register_worker`,
       :meth:`register_durable_trigger`, :meth:`unregister_durable_trigger`.
     """
@@ -715,6 +716,8 @@ class EngineState:
         caller: Caller | None = None,
         then: Continuation | None = None,
         metadata: JSON = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
     ) -> None:
         """Invoke ``function_id`` on ``executor`` on the engine's own behalf (plugin interface).
 
@@ -734,7 +737,14 @@ class EngineState:
             caller.connection.in_flight.add(delivery_id)
         self._send(
             executor,
-            InvokeFunction(function_id, data=data, invocation_id=delivery_id, metadata=metadata),
+            InvokeFunction(
+                function_id,
+                data=data,
+                invocation_id=delivery_id,
+                traceparent=traceparent,
+                baggage=baggage,
+                metadata=metadata,
+            ),
             out,
         )
 
@@ -788,6 +798,30 @@ class EngineState:
             return
         if result is not DEFERRED:
             self.answer(call.caller, out, result=result)
+
+    def call_builtin(
+        self,
+        connection: Connection,
+        function_id: str,
+        data: dict[str, JSON],
+        out: list[Output],
+        *,
+        then: Continuation,
+    ) -> None:
+        """Run the in-process function ``function_id`` as if ``connection`` had called it, and
+        give its outcome to ``then`` (plugin interface: how the engine reaches a provider that
+        is another plugin). The function must answer at once, not with DEFERRED."""
+        builtin = self._builtins[function_id]
+        try:
+            result = builtin.handler(
+                Call(connection, function_id, None, self.now), Input(function_id, data), out
+            )
+        except BuiltinFailure as failure:
+            then(None, failure.body, out)
+            return
+        if result is DEFERRED:
+            raise RuntimeError(f"{function_id} deferred its answer to an in-engine call")
+        then(result, None, out)
 
     def register_worker(self, call: Call, data: Input, out: list[Output]) -> JSON:
         """``engine::workers::register`` (section 2.4; plugin interface)."""
@@ -977,11 +1011,13 @@ class EngineState:
         *,
         then: Continuation | None = None,
         metadata: JSON = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
     ) -> None:
         """Call a worker's function (or an HTTP-invoked one) on the engine's own behalf, as it
         calls condition functions and middleware (plugin interface). The outcome goes to
         ``then``, if given: ``function_not_found`` at once when ``namespace`` has no such
-        function a worker serves."""
+        function a worker serves. The trace fields, if given, go with the call to a worker."""
         function = self.functions.get((namespace, function_id))
         if function is None or function.owner is None:
             if then is not None:
@@ -991,7 +1027,16 @@ class EngineState:
         if function.run is not None:
             function.run(payload, then, out)
             return
-        self.start_call(function.owner, function_id, payload, out, metadata=metadata, then=then)
+        self.start_call(
+            function.owner,
+            function_id,
+            payload,
+            out,
+            metadata=metadata,
+            then=then,
+            traceparent=traceparent,
+            baggage=baggage,
+        )
 
     def _apply_register_trigger(
         self, connection: Connection, message: RegisterTrigger, out: list[Output]
