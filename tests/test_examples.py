@@ -16,6 +16,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
 import http_function  # noqa: E402
+import queue_dead_letter  # noqa: E402
 import quickstart  # noqa: E402
 import trigger_type  # noqa: E402
 
@@ -24,6 +25,10 @@ def run_example(script: str) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run ``examples/<script>`` as the README says, on its embedded engine; also how long
     it took."""
     env = {key: value for key, value in os.environ.items() if key != "III_URL"}
+    # The example imports the iii_trio of this checkout, as the tests do.
+    env["PYTHONPATH"] = os.pathsep.join(
+        path for path in (str(EXAMPLES.parent), os.environ.get("PYTHONPATH")) if path
+    )
     started = time.monotonic()
     completed = subprocess.run(
         [sys.executable, str(EXAMPLES / script)],
@@ -89,3 +94,30 @@ def test_http_function_script_runs_on_its_embedded_engine() -> None:
     assert "'total': 29.97" in completed.stdout
     assert "failed: unknown_item" in completed.stdout
     assert completed.stderr == ""
+
+
+DEAD_LETTER_RUN = [
+    "attempt 1: card processor down",
+    "attempt 2: card processor down",
+    "attempt 3: card processor down",
+    "dead letter: {'order': 42, 'amount': 1999} after 3 attempts (function call failed)",
+    "card processor back: redrive -> {'queue': 'payments', 'redriven': 1}",
+    "charged order 42: 1999",
+    "dead letters left: 0",
+]
+
+
+async def test_queue_dead_letter_main_parks_the_failing_charge_then_redrives_it(
+    iii_engine: DevEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await queue_dead_letter.main(iii_engine.url)
+    assert capsys.readouterr().out.splitlines() == DEAD_LETTER_RUN
+
+
+def test_queue_dead_letter_script_runs_on_its_embedded_engine() -> None:
+    completed, _ = run_example("queue_dead_letter.py")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == DEAD_LETTER_RUN
+    # The dev engine's one warning: the message went to the dead-letter queue.
+    (warning,) = completed.stderr.splitlines()
+    assert warning.endswith("moved to the dead-letter queue: function call failed")

@@ -129,3 +129,29 @@ async def test_an_official_sdk_worker_shares_state_and_serves_a_custom_stream(
                 assert "official-todo" not in await streams.list_all()
                 await peer.stdin.aclose()
             assert peer.returncode == 0
+
+
+async def test_queues_and_pubsub_work_with_an_official_sdk_worker(iii_engine: DevEngine) -> None:
+    jobs, done = trio.open_memory_channel[Any](1)
+    async with iii_trio.open_worker(iii_engine.url, name="trio-queues") as worker:
+
+        @worker.function("trio::job")
+        async def job(payload: Any) -> None:
+            await jobs.send(payload)
+
+        await worker.wait_registered()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                peer = await start_peer(nursery, "official_queue_peer.py", iii_engine.url)
+                assert peer.stdin is not None
+                # The official SDK's enqueue gets the engine's receipt; the message arrives here.
+                receipt = json.loads(await read_line(peer))["receipt"]
+                assert list(receipt) == ["messageReceiptId"]
+                assert await done.receive() == {"from": "official"}
+                # Our publish and enqueue reach the official worker.
+                await worker.trigger("publish", {"topic": "news", "data": {"headline": 1}})
+                assert json.loads(await read_line(peer)) == {"news": {"headline": 1}}
+                await worker.enqueue("official::settle", {"n": 2}, queue="default")
+                assert json.loads(await read_line(peer)) == {"settled": {"n": 2}}
+                await peer.stdin.aclose()
+            assert peer.returncode == 0

@@ -110,7 +110,7 @@ async def test_failures_mark_both_spans_with_the_error_code(
     assert missing.attributes["iii.error.code"] == "function_not_found"
 
 
-async def test_void_calls_are_client_spans_too(
+async def test_void_calls_and_enqueues_are_client_spans_too(
     iii_engine: DevEngine,
     provider: trace_sdk.TracerProvider,
     exporter: InMemorySpanExporter,
@@ -128,6 +128,12 @@ async def test_void_calls_are_client_spans_too(
         with trio.fail_after(10):
             await worker.trigger_void("svc::note", {})
             await done.wait()
+            done = trio.Event()
+            await worker.enqueue("svc::note", {}, queue="default")
+            await done.wait()
+    enqueued = [span for span in exporter.get_finished_spans() if span.name == "call svc::note"]
+    assert len(enqueued) == 2
+    assert all(span.kind is SpanKind.CLIENT for span in enqueued)
     recorded = spans(exporter)
     assert ("call svc::note", SpanKind.CLIENT) in recorded
     server = recorded[("svc::note", SpanKind.SERVER)]

@@ -18,7 +18,7 @@ import trio.testing
 from restartable_engine import run_engine
 
 import iii_trio
-from iii_trio.testing import DevEngine
+from iii_trio.testing import DevEngine, open_dev_engine
 
 if TYPE_CHECKING:
     from conftest import Engine
@@ -300,11 +300,14 @@ async def test_trigger_void_runs_the_handler(worker: iii_trio.Worker) -> None:
         await received.wait()
 
 
-async def test_enqueue_without_a_queue_provider_is_an_enqueue_error(
-    worker: iii_trio.Worker,
-) -> None:
-    with pytest.raises(iii_trio.InvocationError) as caught:
-        await worker.enqueue("svc::job", {"n": 1}, queue="jobs")
+async def test_enqueue_without_a_queue_provider_is_an_enqueue_error() -> None:
+    # As an engine without a queue worker (the official SDK tests' config) answers.
+    async with (
+        open_dev_engine(without=["iii-queue"]) as engine,
+        iii_trio.open_worker(engine.url) as worker,
+    ):
+        with pytest.raises(iii_trio.InvocationError) as caught:
+            await worker.enqueue("svc::job", {"n": 1}, queue="jobs")
     assert caught.value.code == "enqueue_error"
     assert "No queue provider is installed" in caught.value.message
 

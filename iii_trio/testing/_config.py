@@ -30,6 +30,20 @@ How it is read, as the engine reads it:
 - An ``iii-http-functions`` block takes ``security``, a mapping of ``url_allowlist`` (a list of
   host globs; empty or absent means ``["*"]``), ``block_private_ips`` and ``require_https``
   (booleans, both true by default); other keys are an error, as in the engine.
+- An ``iii-queue`` block takes ``queue_configs`` (queue name to ``max_retries``,
+  ``concurrency``, ``type``, ``message_group_field``, ``backoff_ms``, ``poll_interval_ms``,
+  ``max_priority``, ``priority_field``; a ``default`` queue is added unless listed) and
+  ``adapter`` (``name``: ``builtin``, ``redis`` or ``rabbitmq``; the ``builtin`` adapter's
+  ``config`` gives the topic queues' ``max_attempts``, ``backoff_ms``, ``concurrency``,
+  ``poll_interval_ms`` and ``mode``). An ``iii-pubsub`` block takes ``adapter`` (``name``:
+  ``local``, ``memory`` or ``redis``). Other keys are an error, as in the engine; the dev engine
+  keeps queues and subscriptions in memory whatever the adapter.
+- An ``iii-cron`` block takes ``adapter: {name, config?}``, the name ``kv`` (the default) or
+  ``redis``; both mean the same in one process. Other keys are an error, as in the engine.
+- An ``iii-observability`` block takes the engine's keys; the dev engine applies ``enabled``,
+  ``logs_enabled``, ``logs_max_count``, ``service_name``, ``service_version``,
+  ``service_namespace`` and ``exporter`` and notes the others as not applied. Unknown keys are
+  an error, as in the engine.
 - An ``iii-state`` block takes ``adapter`` (``{name: kv | redis | bridge, config?}``),
   ``triggers_enabled`` (default true), ``max_value_bytes`` (0 or absent: no limit) and
   ``save_interval_ms``; an ``iii-stream`` block takes ``port`` (default 3112), ``host``,
@@ -40,11 +54,14 @@ What the dev engine does with it (:class:`EngineConfig`): each ``iii-worker-mana
 becomes a :class:`Listener`; the first ``iii-http-functions`` entry's security settings apply to
 HTTP-invoked functions (:attr:`EngineConfig.http_security`; without such an entry the dev engine
 allows plain http and private addresses, where the engine would not offer HTTP-invoked functions
-at all); the blocks of the built-in workers it runs (``iii-state``, ``iii-stream``...) configure
-them (:attr:`EngineConfig.builtin_settings`). ``middleware_function_id`` and ``rbac`` are not
-applied yet, and every other worker is not emulated yet; the dev engine says so once at INFO
-for each (see :attr:`EngineConfig.notes`) and carries on, since a file written for the real
-engine should start the dev engine too. The blocks of those workers are kept
+at all); the built-in workers it runs (``iii-state``, ``iii-stream``, ``iii-queue``,
+``iii-pubsub``, ``iii-cron``) are those the file lists, each with its first entry's block
+(:attr:`EngineConfig.builtin_settings`). ``iii-observability`` always runs, as in the engine,
+with the first entry's block if the file has one (:attr:`EngineConfig.observability`).
+``middleware_function_id`` and ``rbac`` are not applied yet, and every other worker is not
+emulated yet; the dev engine says so once at INFO for each (see :attr:`EngineConfig.notes`)
+and carries on, since a file written for the real engine should start the dev engine too. The
+blocks of those workers are kept
 (:meth:`EngineConfig.entries`) for the dev engine to apply as it learns to emulate them.
 
 One deliberate deviation: a listener without a ``host`` binds 127.0.0.1, not the engine's
@@ -69,6 +86,11 @@ import yaml
 from ._engine._builtins import BUILTIN_WORKERS as PLUGIN_WORKERS
 from ._engine._builtins import BlockError
 from ._engine._http_functions import HTTP_FUNCTIONS, HttpSecurity
+from ._engine._observability import (
+    OBSERVABILITY,
+    ObservabilitySettings,
+    read_observability_block,
+)
 
 __all__ = [
     "DEFAULT_HANDSHAKE_TIMEOUT_MS",
@@ -127,7 +149,7 @@ BUILTIN_WORKERS: Final = frozenset(
     }
 )
 #: Workers whose blocks the dev engine applies.
-EMULATED_WORKERS: Final = frozenset({WORKER_MANAGER, HTTP_FUNCTIONS})
+EMULATED_WORKERS: Final = frozenset({WORKER_MANAGER, HTTP_FUNCTIONS, OBSERVABILITY})
 #: Workers the dev engine always provides in its own way, whatever their block says.
 _ALWAYS_PROVIDED: Final = frozenset({"iii-engine-functions"})
 #: Built-in names and the registry workers that replaced them: a file may name one of each pair.
@@ -213,6 +235,8 @@ class EngineConfig:
             such entry.
         builtin_settings: for each built-in worker the dev engine runs as a plugin (``iii-state``,
             ``iii-queue``...) that the file lists, the settings read from its first entry.
+        observability: the settings of the first ``iii-observability`` entry; ``None`` when
+            the file lists none (the worker then runs with the engine's defaults).
     """
 
     source: str
@@ -222,6 +246,7 @@ class EngineConfig:
     notes: tuple[str, ...] = ()
     http_security: HttpSecurity | None = None
     builtin_settings: Mapping[str, object] = attrs.field(factory=dict)
+    observability: ObservabilitySettings | None = None
 
     def entries(self, name: str) -> tuple[WorkerEntry, ...]:
         """The entries of worker ``name`` (every instance, in file order)."""
@@ -403,6 +428,7 @@ class _Reader:
         listeners = []
         http_security = None
         builtin_settings: dict[str, object] = {}
+        observability = None
         plugins = {worker.name: worker for worker in PLUGIN_WORKERS}
         for entry in workers:
             if entry.image is not None and entry.kind in BUILTIN_WORKERS:
@@ -420,6 +446,26 @@ class _Reader:
                     self.note(
                         f"only the first '{HTTP_FUNCTIONS}' entry applies; '{entry.instance}' "
                         "is ignored"
+                    )
+            elif entry.kind == OBSERVABILITY:
+                where = f"{entry.key}.config"
+                try:
+                    settings = read_observability_block(entry.config)
+                except BlockError as exc:
+                    raise self.fail(
+                        f"{where}.{exc.key}" if exc.key else where, exc.problem
+                    ) from None
+                if observability is not None:
+                    self.note(
+                        f"only the first '{OBSERVABILITY}' entry applies; '{entry.instance}' "
+                        "is ignored"
+                    )
+                    continue
+                observability = settings
+                if settings.not_applied:
+                    self.note(
+                        f"{OBSERVABILITY} keys not applied by the dev engine: "
+                        f"{', '.join(settings.not_applied)}; ignored"
                     )
             elif entry.kind in plugins:
                 where = f"{entry.key}.config"
@@ -457,6 +503,7 @@ class _Reader:
             notes=tuple(self.notes),
             http_security=http_security,
             builtin_settings=builtin_settings,
+            observability=observability,
         )
 
     def entries(self, document: dict[object, object], key: str) -> list[WorkerEntry]:

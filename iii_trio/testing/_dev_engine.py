@@ -132,6 +132,7 @@ from ._engine import (
 )
 from ._engine._builtins import builtin_plugins, check_names
 from ._engine._http_functions import PERMISSIVE_SECURITY, HttpFunctions, HttpOutcome
+from ._engine._observability import Observability
 
 if TYPE_CHECKING:
     from ._http_client import HttpCaller
@@ -282,9 +283,10 @@ async def open_dev_engine(
             :func:`load_config` read from one). Each of its ``iii-worker-manager`` entries is a
             listener, the first one the main one; ``host`` and ``port`` replace the main one's
             address when given. An ``iii-http-functions`` entry's ``security`` settings apply to
-            HTTP-invoked functions. The built-in workers it lists (``iii-state``,
-            ``iii-stream``...) run with their blocks, and only those. Other workers are not
-            emulated yet: each is logged once at INFO and ignored.
+            HTTP-invoked functions. The built-in workers the dev engine runs (``iii-state``,
+            ``iii-stream``, ``iii-queue``, ``iii-pubsub``, ``iii-cron``) run when listed, with
+            their blocks; ``iii-observability`` always runs, with its entry's settings if there
+            is one. Other workers are not emulated yet: each is logged once at INFO and ignored.
         namespace_grace: seconds a new connection's registrations wait for
             ``engine::workers::register`` before they go to namespace ``default``. Defaults to
             ``$III_NAMESPACE_GRACE_MS`` (milliseconds), else the config's
@@ -383,12 +385,14 @@ async def serve_dev_engine(
         grace=grace,
         version=DEV_ENGINE_VERSION,
         started_at_ms=_unix_ms(),
-        started_at=trio.current_time(),
+        # Measured once: wall-clock values then follow trio's clock (cron under a MockClock).
+        wall_clock_offset=time.time() - trio.current_time(),
         plugins=(
             *builtin_plugins(
                 None if engine_config is None else engine_config.builtin_settings, without
             ),
             http_functions,
+            Observability(None if engine_config is None else engine_config.observability),
         ),
     )
     server = _Server(state, http_functions)

@@ -19,7 +19,9 @@ from iii_trio.testing._config import (
     read_config,
     resolve_listeners,
 )
+from iii_trio.testing._engine._cron import CronSettings
 from iii_trio.testing._engine._http_functions import HttpSecurity
+from iii_trio.testing._engine._observability import ObservabilitySettings
 
 VERSION = "0.23.0-rc.4+test"
 
@@ -416,3 +418,76 @@ def test_only_the_first_http_functions_entry_applies() -> None:
 )
 def test_a_bad_http_functions_block_is_refused_with_its_key_path(block: str, expected: str) -> None:
     assert problem(f"workers:\n  - name: iii-http-functions\n    config: {block}\n") == expected
+
+
+# --- iii-cron and iii-observability ---------------------------------------------------------------
+
+
+def test_a_cron_block_gives_the_cron_workers_settings() -> None:
+    config = parse(
+        "workers:\n"
+        "  - name: iii-cron\n"
+        "    config: {adapter: {name: redis, config: {redis_url: 'redis://x'}}}\n"
+        "  - name: iii-cron\n"
+    )
+    assert config.builtin_settings == {"iii-cron": CronSettings(adapter="redis")}
+    assert config.notes == (
+        "config: only the first 'iii-cron' entry applies; 'iii-cron#1' is ignored",
+    )
+    assert parse("workers: [{name: iii-cron}]\n").builtin_settings == {"iii-cron": CronSettings()}
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        (
+            "{lock_ttl_ms: 10}",
+            "workers[0].config.lock_ttl_ms: unknown key (an iii-cron block takes adapter)",
+        ),
+        (
+            "{adapter: {name: memory}}",
+            "workers[0].config.adapter.name: cron adapter 'memory' is not registered "
+            "(the engine has kv, redis)",
+        ),
+        ("[kv]", "workers[0].config: expected a mapping, got a list"),
+    ],
+)
+def test_a_bad_cron_block_is_refused_with_its_key_path(block: str, expected: str) -> None:
+    assert problem(f"workers:\n  - name: iii-cron\n    config: {block}\n") == expected
+
+
+def test_the_first_observability_block_applies_and_unapplied_keys_are_noted() -> None:
+    config = parse(
+        "workers:\n"
+        "  - name: iii-observability\n"
+        "    config:\n"
+        "      enabled: ${OTEL_ENABLED:true}\n"
+        "      service_name: ${SERVICE_NAME:iii-test}\n"
+        "      exporter: memory\n"
+        "      metrics_enabled: true\n"
+        "      logs_console_output: false\n"
+        "  - name: iii-observability\n"
+        "    config: {enabled: true}\n",
+        {"OTEL_ENABLED": "false"},
+    )
+    assert config.observability == ObservabilitySettings(
+        enabled=False,
+        service_name="iii-test",
+        not_applied=("metrics_enabled", "logs_console_output"),
+    )
+    assert config.notes == (
+        "config: iii-observability keys not applied by the dev engine: metrics_enabled, "
+        "logs_console_output; ignored",
+        "config: only the first 'iii-observability' entry applies; 'iii-observability#1' is "
+        "ignored",
+    )
+    assert parse("workers: []\n").observability is None
+
+
+def test_a_bad_observability_block_is_refused_with_its_key_path() -> None:
+    assert problem("workers:\n  - name: iii-observability\n    config: {enabled: maybe}\n") == (
+        "workers[0].config.enabled: expected a boolean, got a string ('maybe')"
+    )
+    assert problem("workers:\n  - name: iii-observability\n    config: {otel: {}}\n").startswith(
+        "workers[0].config.otel: unknown key (an iii-observability block takes enabled, "
+    )

@@ -191,3 +191,27 @@ async def test_without_must_name_built_in_workers(
     with pytest.raises(error, match=named):
         async with open_dev_engine(without=without):
             pass
+
+
+async def test_a_config_file_runs_iii_cron_only_if_it_lists_it_and_observability_always(
+    tmp_path: Path,
+) -> None:
+    listed = write(
+        tmp_path,
+        "workers:\n"
+        "  - name: iii-cron\n"
+        "    config: {adapter: {name: kv}}\n"
+        "  - name: iii-observability\n"
+        "    config: {enabled: false}\n",
+    )
+    unlisted = write(tmp_path, "workers: []\n", "empty.yaml")
+    with trio.fail_after(10):
+        for path, expected in ((listed, ["cron"]), (unlisted, ["log"])):
+            async with (
+                open_dev_engine(config=path) as engine,
+                iii_trio.open_worker(engine.url, name="lister") as worker,
+            ):
+                types = [t.id for t in await worker.list_trigger_types()]
+                assert types == expected
+                health = await worker.trigger("engine::health::check", {})
+                assert health["status"] == "healthy"

@@ -24,7 +24,12 @@ class Engine:
     """An :class:`EngineState` with a hand-driven clock and deterministic UUIDs."""
 
     def __init__(
-        self, *, grace: float = GRACE, poll: float = 1000.0, plugins: Sequence[EnginePlugin] = ()
+        self,
+        *,
+        grace: float = GRACE,
+        poll: float = 1000.0,
+        plugins: Sequence[EnginePlugin] = (),
+        wall_clock_offset: float = 0.0,
     ) -> None:
         counter = itertools.count(1)
         self.now = 100.0
@@ -32,6 +37,7 @@ class Engine:
             grace=grace,
             new_uuid=lambda: uuid.UUID(int=next(counter)),
             started_at_ms=1_700_000_000_000,
+            wall_clock_offset=wall_clock_offset,
             functions_poll_interval=poll,
             version="9.9.9",
             plugins=plugins,

@@ -26,8 +26,8 @@ from iii_trio.testing._engine._stream_worker import (
 from .engine_driver import Engine, Worker, invocation_to, messages_to
 
 SN = "obs-sn"
-#: engine_driver's start time (1_700_000_000_000 ms) plus its clock, 100 s.
-NOW_MS = 1_700_000_100_000
+#: engine_driver's clock (100 s) with no offset to the wall clock, in milliseconds.
+NOW_MS = 100_000
 CALL = "0f0e0d0c-0b0a-4999-8888-777766665555"
 
 

@@ -17,8 +17,15 @@ Where things are
 - :mod:`._introspection`: ``iii-engine-functions``, the ``engine::*`` functions and the
   discovery trigger types.
 - :mod:`._enqueue`: how an enqueue action reaches the queue provider.
+- :mod:`._pubsub`: ``iii-pubsub``, ``publish`` and the ``subscribe`` trigger type.
+- :mod:`._queues`: ``iii-queue``, named and topic queues with retries and dead letters, and
+  the provider of ``engine::queue::enqueue``.
 - :mod:`._http_functions`: ``iii-http-functions``, HTTP-invoked functions: which endpoints are
   accepted, the requests the shell sends for their calls, and the answers made of the outcomes.
+- :mod:`._cron` and :mod:`._cron_schedule`: ``iii-cron``, the ``cron`` trigger type, and the
+  engine's cron grammar and fire times.
+- :mod:`._observability`: ``iii-observability``, thinly: ``engine::log::*``, the ``log``
+  trigger type, ``engine::health::check``, ``engine::baggage::*``.
 - :mod:`._state_worker`, :mod:`._stream_worker`: ``iii-state`` and ``iii-stream``, the
   engine's key-value state and streams in memory, their ``state`` / ``stream`` trigger types
   and custom stream delegation; :mod:`._update_ops`, the update operations they share.
@@ -38,7 +45,8 @@ passing the current time each time (the core never reads a clock). Every call re
 outputs for the shell to perform in order: :class:`Send` a message to a connection,
 :class:`CloseConnection`, :class:`TimerArmed` (wake the timer earlier), :class:`HttpRequest`
 (perform an HTTP-invoked function's call, then report the outcome to the plugin that asked), or
-one of the informational worker events the shell logs.
+one of the informational worker events the shell logs. Wall-clock values (cron's schedule, log
+timestamps) are that time plus an offset the shell measures once (:meth:`EngineState.unix_time`).
 
 Two shortcuts serve the messages every routed call consists of: :meth:`EngineState.route_invocation`
 and :meth:`EngineState.route_result` take plain field values and return plain values, building
@@ -67,8 +75,9 @@ Where the spec is silent
 - A registered trigger's ``worker_name`` is its registering worker's name, else the first
   ``::`` segment of its function id.
 - Not provided yet, answered as an engine without the worker that provides them would:
-  channels (``function_not_found``), the queue (enqueue fails with ``enqueue_error`` unless a
-  worker registers ``engine::queue::enqueue``). HTTP-invoked functions are provided only when
+  channels (``function_not_found``). Without the ``iii-queue`` plugin, enqueue fails with
+  ``enqueue_error`` unless a worker registers ``engine::queue::enqueue``, as in an engine
+  without a queue worker. HTTP-invoked functions are provided only when
   the shell installs the :class:`._http_functions.HttpFunctions` plugin (it always does); a
   core without it drops them as an engine without ``iii-http-functions`` does.
 """

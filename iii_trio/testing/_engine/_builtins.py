@@ -19,16 +19,57 @@ from typing import Any, Final, Generic, TypeVar
 
 import attrs
 
-# BlockError lives with the plugin interface, so the workers' modules can raise it without
-# importing this registry, which imports them.
-from ._plugin import BlockError as BlockError
+from ._cron import Cron, read_cron_block
 from ._plugin import EnginePlugin
+from ._pubsub import PUBSUB, PubSub, read_pubsub_block
+from ._queues import QUEUE, Queues, read_queue_block
 from ._state_worker import STATE, StateWorker, read_state_block
 from ._stream_worker import STREAM, StreamWorker, read_stream_block
 
-__all__ = ["BUILTIN_WORKERS", "BlockError", "BuiltinWorker", "builtin_plugins", "check_names"]
+__all__ = [
+    "BUILTIN_WORKERS",
+    "BlockError",
+    "BuiltinWorker",
+    "builtin_plugins",
+    "check_names",
+    "describe_setting",
+]
 
 _Settings = TypeVar("_Settings")
+
+
+class BlockError(ValueError):
+    """A worker's config block the dev engine cannot use.
+
+    Attributes:
+        key: where in the block, as ``queue_configs.payment.max_retries`` (empty: the block).
+        problem: what is wrong.
+    """
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key = key
+        self.problem = problem
+
+
+def describe_setting(value: object) -> str:
+    """How a :class:`BlockError` names a value it did not expect (as the config file reader
+    names values)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"a boolean ({value!r})"
+    if isinstance(value, int):
+        return f"an integer ({value!r})"
+    if isinstance(value, float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__} ({value!r})"
 
 
 @attrs.frozen
@@ -45,6 +86,9 @@ class BuiltinWorker(Generic[_Settings]):
 
 #: Every built-in worker the dev engine can run, in the order they are installed.
 BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = (
+    BuiltinWorker(PUBSUB, read_pubsub_block, PubSub),
+    BuiltinWorker(QUEUE, read_queue_block, Queues),
+    BuiltinWorker("iii-cron", read_cron_block, Cron),
     BuiltinWorker(STATE, read_state_block, StateWorker),
     BuiltinWorker(STREAM, read_stream_block, StreamWorker),
 )

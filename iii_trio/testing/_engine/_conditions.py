@@ -51,8 +51,7 @@ def run_if_condition_allows(
 
     Without a condition ``proceed`` runs at once; with one, once the condition has answered
     (``out`` is then the outputs of that moment). A skipped event calls ``skipped(out)`` when
-    given, else nothing; a failed condition calls ``failed(error, out)`` when given, else is
-    logged.
+    given; a failed condition calls ``failed(error, out)`` when given, else is logged.
     """
     condition = condition_of(binding)
     if condition is None:

@@ -4,7 +4,8 @@ The engine does not queue anything itself: it hands the message to whoever provi
 ``engine::queue::enqueue`` (the queue worker) and answers the caller with a receipt once the
 provider accepted it, or with ``enqueue_error`` when it refused it or nobody provides it. The
 provider's call is one the engine starts on its own behalf, continued by :func:`route_enqueue`'s
-continuation when the provider answers.
+continuation when the provider answers. The provider is the dev engine's own ``iii-queue``
+plugin unless it is turned off, and then whichever worker registers that id.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def route_enqueue(
     """Hand ``message``, which ``connection`` sent, to the queue provider; ``caller`` (if any)
     gets the receipt."""
     provider = engine.functions.get((DEFAULT_NAMESPACE, ENQUEUE_PROVIDER))
-    if provider is None or provider.owner is None:
+    if provider is None:
         engine.answer(caller, out, error=ErrorBody("enqueue_error", _NO_QUEUE_PROVIDER))
         return
     receipt_id = engine.new_id()
@@ -65,6 +66,9 @@ def route_enqueue(
         else:
             engine.answer(caller, out, result={"messageReceiptId": receipt_id})
 
+    if provider.owner is None:
+        engine.call_builtin(connection, ENQUEUE_PROVIDER, request, out, then=give_receipt)
+        return
     engine.start_call(
         provider.owner,
         provider.id,

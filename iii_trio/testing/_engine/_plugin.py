@@ -11,7 +11,7 @@ uses the core's plugin interface (listed on :class:`._state.EngineState`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, KeysView, Mapping
 from typing import TYPE_CHECKING, ClassVar, Final, TypeAlias
 
 import attrs
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFERRED",
-    "BlockError",
     "BuiltinFailure",
     "BuiltinFunction",
     "Call",
@@ -56,20 +55,6 @@ class BuiltinFailure(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.body = ErrorBody(code=code, message=message)
-
-
-class BlockError(ValueError):
-    """A worker's config block the dev engine cannot use.
-
-    Attributes:
-        key: where in the block, as ``queue_configs.payment.max_retries`` (empty: the block).
-        problem: what is wrong.
-    """
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}" if key else problem)
-        self.key = key
-        self.problem = problem
 
 
 class Deferred:
@@ -173,12 +158,12 @@ class Input:
     def any(self, key: str) -> JSON:
         return self._data.get(key)
 
-    def has(self, key: str) -> bool:
-        """Whether ``key`` is present (``null`` counts)."""
-        return key in self._data
+    def keys(self) -> KeysView[str]:
+        """The fields present, for inputs that refuse unknown fields or take aliases."""
+        return self._data.keys()
 
-    def required_any(self, key: str) -> JSON:
-        """A required field of any JSON type: absent fails, ``null`` is a value."""
+    def required(self, key: str) -> JSON:
+        """A field of any type that must be there (``null`` counts as there)."""
         if key not in self._data:
             raise self.fail(f"missing field `{key}`")
         return self._data[key]

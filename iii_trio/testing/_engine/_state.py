@@ -122,8 +122,10 @@ class EngineState:
             deterministic one in tests.
         started_at_ms: wall-clock start time in Unix milliseconds, shown as the in-process
             workers' ``connected_at_ms``.
-        started_at: the shell's clock (the one ``now`` arguments come from) when
-            ``started_at_ms`` was read; :meth:`wall_time_ms` counts from the pair.
+        wall_clock_offset: Unix time minus the shell's clock, in seconds, so that plugins can
+            stamp wall-clock times (:meth:`unix_time`) without the core reading a clock. The
+            shell measures it once: the wall clock then advances with the shell's clock (a fake
+            one in tests), and a step of the system clock is not followed.
         functions_poll_interval: seconds between the checks that fire
             ``engine::functions-available`` (the engine polls every 5 s).
         plugins: in-process workers to run besides ``iii-engine-functions``, in order.
@@ -133,10 +135,11 @@ class EngineState:
 
     - the tables, read-only: :attr:`connections`, :attr:`functions`, :attr:`trigger_types`,
       :attr:`bindings`, :attr:`in_process_workers`, and :attr:`version`, :attr:`started_at_ms`;
-    - :attr:`now` and :meth:`wall_time_ms`, the time of the event being handled;
+      :attr:`now` and :meth:`unix_time`;
     - :meth:`arm` a timer; :meth:`answer` a caller; :meth:`start_call` to invoke a worker's
       function from the engine and continue when it answers; :meth:`fire_trigger` to deliver an
       event to every binding of an engine trigger type, :meth:`fire_binding` to one;
+      :meth:`call_builtin` to run another plugin's function and continue with its outcome;
     - the operations behind the engine's own registration functions: :meth:`register_worker`,
       :meth:`register_durable_trigger`, :meth:`unregister_durable_trigger`.
     """
@@ -148,7 +151,7 @@ class EngineState:
         version: str = BASELINE_ENGINE_VERSION,
         new_uuid: Callable[[], uuid.UUID] = uuid.uuid4,
         started_at_ms: int = 0,
-        started_at: float = 0.0,
+        wall_clock_offset: float = 0.0,
         functions_poll_interval: float = 5.0,
         plugins: Sequence[EnginePlugin] = (),
     ) -> None:
@@ -161,7 +164,7 @@ class EngineState:
         self.version = version
         self._new_uuid = new_uuid
         self.started_at_ms = started_at_ms
-        self._started_at = started_at
+        self._wall_clock_offset = wall_clock_offset
 
         self.connections: dict[str, Connection] = {}
         self.functions: dict[tuple[str, str], Function] = {}
@@ -413,15 +416,14 @@ class EngineState:
 
     # -- helpers -----------------------------------------------------------------------------------
 
-    def wall_time_ms(self) -> int:
-        """The time of the event being handled (:attr:`now`) in Unix milliseconds, for the
-        timestamps the engine puts in payloads (plugin interface). The core reads no clock:
-        this counts from the start time the shell gave, on the shell's own clock."""
-        return self.started_at_ms + round((self.now - self._started_at) * 1000)
-
     def new_id(self) -> str:
         """A fresh UUID for an id the engine hands out (plugin interface)."""
         return str(self._new_uuid())
+
+    def unix_time(self, now: float | None = None) -> float:
+        """The wall-clock time, in Unix seconds, at ``now`` on the shell's clock (default: the
+        time of the event being handled; plugin interface)."""
+        return (self.now if now is None else now) + self._wall_clock_offset
 
     @staticmethod
     def _send(connection: Connection | None, message: Message, out: list[Output]) -> None:
@@ -714,6 +716,8 @@ class EngineState:
         caller: Caller | None = None,
         then: Continuation | None = None,
         metadata: JSON = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
     ) -> None:
         """Invoke ``function_id`` on ``executor`` on the engine's own behalf (plugin interface).
 
@@ -733,7 +737,14 @@ class EngineState:
             caller.connection.in_flight.add(delivery_id)
         self._send(
             executor,
-            InvokeFunction(function_id, data=data, invocation_id=delivery_id, metadata=metadata),
+            InvokeFunction(
+                function_id,
+                data=data,
+                invocation_id=delivery_id,
+                traceparent=traceparent,
+                baggage=baggage,
+                metadata=metadata,
+            ),
             out,
         )
 
@@ -787,6 +798,30 @@ class EngineState:
             return
         if result is not DEFERRED:
             self.answer(call.caller, out, result=result)
+
+    def call_builtin(
+        self,
+        connection: Connection,
+        function_id: str,
+        data: dict[str, JSON],
+        out: list[Output],
+        *,
+        then: Continuation,
+    ) -> None:
+        """Run the in-process function ``function_id`` as if ``connection`` had called it, and
+        give its outcome to ``then`` (plugin interface: how the engine reaches a provider that
+        is another plugin). The function must answer at once, not with DEFERRED."""
+        builtin = self._builtins[function_id]
+        try:
+            result = builtin.handler(
+                Call(connection, function_id, None, self.now), Input(function_id, data), out
+            )
+        except BuiltinFailure as failure:
+            then(None, failure.body, out)
+            return
+        if result is DEFERRED:
+            raise RuntimeError(f"{function_id} deferred its answer to an in-engine call")
+        then(result, None, out)
 
     def register_worker(self, call: Call, data: Input, out: list[Output]) -> JSON:
         """``engine::workers::register`` (section 2.4; plugin interface)."""
@@ -976,11 +1011,13 @@ class EngineState:
         *,
         then: Continuation | None = None,
         metadata: JSON = None,
+        traceparent: str | None = None,
+        baggage: str | None = None,
     ) -> None:
         """Call a worker's function (or an HTTP-invoked one) on the engine's own behalf, as it
         calls condition functions and middleware (plugin interface). The outcome goes to
         ``then``, if given: ``function_not_found`` at once when ``namespace`` has no such
-        function a worker serves."""
+        function a worker serves. The trace fields, if given, go with the call to a worker."""
         function = self.functions.get((namespace, function_id))
         if function is None or function.owner is None:
             if then is not None:
@@ -990,7 +1027,16 @@ class EngineState:
         if function.run is not None:
             function.run(payload, then, out)
             return
-        self.start_call(function.owner, function_id, payload, out, metadata=metadata, then=then)
+        self.start_call(
+            function.owner,
+            function_id,
+            payload,
+            out,
+            metadata=metadata,
+            then=then,
+            traceparent=traceparent,
+            baggage=baggage,
+        )
 
     def _apply_register_trigger(
         self, connection: Connection, message: RegisterTrigger, out: list[Output]

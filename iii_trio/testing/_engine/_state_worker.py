@@ -34,7 +34,6 @@ from ._conditions import run_if_condition_allows
 from ._model import Binding, Output, describe_value
 from ._plugin import (
     DEFERRED,
-    BlockError,
     BuiltinFailure,
     BuiltinFunction,
     Call,
@@ -51,7 +50,6 @@ __all__ = [
     "STATE",
     "StateSettings",
     "StateWorker",
-    "block_kind",
     "check_adapter",
     "check_block_keys",
     "deliver_in_turn",
@@ -86,31 +84,14 @@ class StateSettings:
     adapter: str = "kv"
 
 
-def block_kind(value: object) -> str:
-    """What a YAML value is, for messages (as the config file reader words it)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({value!r})"
-    if isinstance(value, int):
-        return f"an integer ({value!r})"
-    if isinstance(value, float):
-        return f"a number ({value!r})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__} ({value!r})"
-
-
 def check_block_keys(block: object, worker: str, keys: tuple[str, ...]) -> dict[str, object]:
     """``block`` as a mapping with only ``keys`` (the engine refuses unknown keys)."""
+    from ._builtins import BlockError, describe_setting  # here: _builtins imports this module
+
     if block is None:
         return {}
     if not isinstance(block, dict):
-        raise BlockError("", f"expected a mapping, got {block_kind(block)}")
+        raise BlockError("", f"expected a mapping, got {describe_setting(block)}")
     for key in block:
         if key not in keys:
             raise BlockError(str(key), f"unknown key (an {worker} block takes {', '.join(keys)})")
@@ -118,26 +99,32 @@ def check_block_keys(block: object, worker: str, keys: tuple[str, ...]) -> dict[
 
 
 def optional_count(block: Mapping[str, object], key: str) -> int | None:
+    from ._builtins import BlockError, describe_setting  # here: _builtins imports this module
+
     value = block.get(key)
     if value is None:
         return None
     if type(value) is not int or value < 0:
-        raise BlockError(key, f"expected a non-negative integer, got {block_kind(value)}")
+        raise BlockError(key, f"expected a non-negative integer, got {describe_setting(value)}")
     return value
 
 
 def check_adapter(value: object) -> str:
     """The adapter name of an ``adapter: {name, config?}`` entry (``kv`` when absent)."""
+    from ._builtins import BlockError, describe_setting  # here: _builtins imports this module
+
     if value is None:
         return "kv"
     if not isinstance(value, dict):
-        raise BlockError("adapter", f"expected a mapping with a `name`, got {block_kind(value)}")
+        raise BlockError(
+            "adapter", f"expected a mapping with a `name`, got {describe_setting(value)}"
+        )
     for key in value:
         if key not in ("name", "config"):
             raise BlockError(f"adapter.{key}", "unknown key (an adapter takes name and config)")
     name = value.get("name")
     if not isinstance(name, str):
-        raise BlockError("adapter.name", f"expected a string, got {block_kind(name)}")
+        raise BlockError("adapter.name", f"expected a string, got {describe_setting(name)}")
     if name not in KNOWN_ADAPTERS:
         raise BlockError(
             "adapter.name", f"unknown adapter {name!r} (the engine has {', '.join(KNOWN_ADAPTERS)})"
@@ -151,11 +138,13 @@ def read_state_block(block: object) -> StateSettings:
     Raises:
         BlockError: an unknown key or a value of the wrong type, as the engine refuses them.
     """
+    from ._builtins import BlockError, describe_setting  # here: _builtins imports this module
+
     fields = check_block_keys(block, STATE, _BLOCK_KEYS)
     adapter = check_adapter(fields.get("adapter"))
     enabled = fields.get("triggers_enabled")
     if enabled is not None and not isinstance(enabled, bool):
-        raise BlockError("triggers_enabled", f"expected a boolean, got {block_kind(enabled)}")
+        raise BlockError("triggers_enabled", f"expected a boolean, got {describe_setting(enabled)}")
     limit = optional_count(fields, "max_value_bytes")
     optional_count(fields, "save_interval_ms")  # a persistence cadence: nothing to persist here
     return StateSettings(
@@ -342,9 +331,10 @@ class StateWorker(EnginePlugin):
         scope = data.required_str("scope")
         key = data.required_str("key")
         # `data` is accepted for `value`; both at once is serde's duplicate field.
-        if data.has("value") and data.has("data"):
+        present = data.keys()
+        if "value" in present and "data" in present:
             raise data.fail("duplicate field `value`")
-        value = data.required_any("data" if data.has("data") else "value")
+        value = data.required("data" if "data" in present else "value")
         limit = self._settings.max_value_bytes
         if limit is not None and (size := json_size(value)) > limit:
             raise BuiltinFailure(

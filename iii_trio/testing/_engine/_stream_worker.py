@@ -37,7 +37,6 @@ from ..._protocol._messages import JSON, ErrorBody
 from ._model import DEFAULT_NAMESPACE, Binding, Output, describe_value
 from ._plugin import (
     DEFERRED,
-    BlockError,
     BuiltinFailure,
     BuiltinFunction,
     Call,
@@ -46,7 +45,7 @@ from ._plugin import (
     EnginePlugin,
     Input,
 )
-from ._state_worker import block_kind, check_adapter, check_block_keys, deliver_in_turn
+from ._state_worker import check_adapter, check_block_keys, deliver_in_turn
 from ._update_ops import apply_update_ops, parse_update_ops, rust_debug
 
 if TYPE_CHECKING:
@@ -89,17 +88,23 @@ def read_stream_block(block: object) -> StreamSettings:
     Raises:
         BlockError: an unknown key or a value of the wrong type, as the engine refuses them.
     """
+    from ._builtins import BlockError, describe_setting  # here: _builtins imports this module
+
     fields = check_block_keys(block, STREAM, _BLOCK_KEYS)
     adapter = check_adapter(fields.get("adapter"))
     port = fields.get("port", 3112)
     if type(port) is not int or not 0 <= port <= 65535:
-        raise BlockError("port", f"expected an integer from 0 to 65535, got {block_kind(port)}")
+        raise BlockError(
+            "port", f"expected an integer from 0 to 65535, got {describe_setting(port)}"
+        )
     host = fields.get("host", "0.0.0.0")
     if not isinstance(host, str):
-        raise BlockError("host", f"expected a string, got {block_kind(host)}")
+        raise BlockError("host", f"expected a string, got {describe_setting(host)}")
     auth_function = fields.get("auth_function")
     if auth_function is not None and not isinstance(auth_function, str):
-        raise BlockError("auth_function", f"expected a string, got {block_kind(auth_function)}")
+        raise BlockError(
+            "auth_function", f"expected a string, got {describe_setting(auth_function)}"
+        )
     return StreamSettings(port=port, host=host, auth_function=auth_function, adapter=adapter)
 
 
@@ -287,7 +292,7 @@ class StreamWorker(EnginePlugin):
         stream_name = data.required_str("stream_name")
         group_id = data.required_str("group_id")
         item_id = data.required_str("item_id")
-        value = data.required_any("data")
+        value = data.required("data")
         custom = self._custom("set", stream_name)
         if custom is None:
             items = self._groups.setdefault(_key(stream_name, group_id), {})
@@ -424,7 +429,7 @@ class StreamWorker(EnginePlugin):
         group_id = data.required_str("group_id")
         item_id = data.optional_str("id")
         event_type = data.required_str("type")
-        value = data.required_any("data")
+        value = data.required("data")
         detail: dict[str, JSON] = {"type": "event", "event": {"type": event_type, "data": value}}
         event = self._event(stream_name, group_id, item_id, detail)
         return self._answer_then_fire(call, None, event, out)
@@ -496,7 +501,7 @@ class StreamWorker(EnginePlugin):
     ) -> dict[str, JSON]:
         return {
             "type": "stream",
-            "timestamp": self._engine.wall_time_ms(),
+            "timestamp": int(self._engine.unix_time() * 1000),
             "streamName": stream_name,
             "groupId": group_id,
             "id": item_id,

@@ -80,7 +80,7 @@ def parse_update_ops(data: Input, key: str = "ops") -> list[UpdateOp]:
     Raises:
         BuiltinFailure: ``deserialization_error`` naming what does not fit.
     """
-    raw = data.required_any(key)
+    raw = data.required(key)
     if not isinstance(raw, list):
         raise data.fail(f"invalid type: {describe_value(raw)}, expected a sequence")
     return [_parse_op(data, item) for item in raw]
