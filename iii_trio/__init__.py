@@ -21,6 +21,7 @@ from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RegistrationRejected as RegistrationRejected
 from ._exceptions import TriggerRegistrationError as TriggerRegistrationError
 from ._types import Backoff as Backoff
+from ._types import ChannelRef as ChannelRef
 from ._types import ConnectionState as ConnectionState
 from ._types import FunctionInfo as FunctionInfo
 from ._types import JSONValue as JSONValue
@@ -35,6 +36,7 @@ from ._worker import open_worker as open_worker
 
 __all__ = [
     "Backoff",
+    "ChannelRef",
     "ConnectionLost",
     "ConnectionState",
     "Context",

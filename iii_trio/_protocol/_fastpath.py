@@ -8,7 +8,9 @@ unusual, such as an ``action``, an ``error`` body or a field of the wrong type, 
 and left to the converter, which also words the errors.
 
 Also here is :func:`encode_json`, the serializer every frame goes through, since the encoders of
-this module must apply the same rule about NaN and infinities.
+this module must apply the same rule about NaN and infinities. Every encoder writes a channel ref
+or a live channel end found in a value as the ref's JSON object (:func:`._channels.json_default`,
+which orjson calls only for a type it does not know, so plain JSON pays nothing for it).
 
 Sans-io: this module imports nothing but the standard library, orjson and its sibling modules.
 """
@@ -22,6 +24,7 @@ from typing import Any, Final
 
 import orjson
 
+from ._channels import json_default
 from ._messages import EnqueueAction, InvocationResult, InvokeFunction, TriggerAction
 
 __all__ = [
@@ -112,7 +115,7 @@ def encode_json(value: Any) -> bytes:
         TypeError: the value is not JSON: an unsupported type (orjson's ``JSONEncodeError``),
             NaN or an infinity.
     """
-    frame = _dumps(value)
+    frame = _dumps(value, json_default)
     if _may_hold_non_finite(frame, value):
         reject_non_finite(value)
     return frame
@@ -248,7 +251,7 @@ def encode_call(
             else {"type": "void"}
         )
     # encode_json's test, with the byte test first (see the notes above _SEARCHED_UP_TO).
-    frame = _dumps(fields)
+    frame = _dumps(fields, json_default)
     if not from_wire and _L in frame and _may_hold_non_finite(frame, fields):
         reject_non_finite(fields)
     return frame
@@ -303,7 +306,7 @@ def encode_result(
         fields["traceparent"] = traceparent
     if baggage is not None:
         fields["baggage"] = baggage
-    frame = _dumps(fields)
+    frame = _dumps(fields, json_default)
     # Without a result nothing in the frame is a number, so there is nothing to look for.
     if not from_wire and result is not None and _may_hold_non_finite(frame, result):
         reject_non_finite(fields)

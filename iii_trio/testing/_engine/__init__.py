@@ -16,6 +16,8 @@ Where things are
 - :mod:`._timers`: one deadline heap for the core and every plugin.
 - :mod:`._introspection`: ``iii-engine-functions``, the ``engine::*`` functions and the
   discovery trigger types.
+- :mod:`._channels`: the channel registry (section 6): ids, access keys, buffer sizes, which
+  ends are attached, and the sweep of abandoned channels.
 - :mod:`._enqueue`: how an enqueue action reaches the queue provider.
 - :mod:`._model`: the tables' records, the outputs, and the engine's text rules.
 
@@ -31,8 +33,9 @@ Theory of operation
 
 passing the current time each time (the core never reads a clock). Every call returns a list of
 outputs for the shell to perform in order: :class:`Send` a message to a connection,
-:class:`CloseConnection`, :class:`TimerArmed` (wake the timer earlier), or one of the
-informational worker events the shell logs.
+:class:`CloseConnection`, :class:`TimerArmed` (wake the timer earlier), :class:`ChannelDropped`
+(release a swept channel's queue and sockets), or one of the informational worker events the
+shell logs.
 
 Two shortcuts serve the messages every routed call consists of: :meth:`EngineState.route_invocation`
 and :meth:`EngineState.route_result` take plain field values and return plain values, building
@@ -61,11 +64,14 @@ Where the spec is silent
 - A registered trigger's ``worker_name`` is its registering worker's name, else the first
   ``::`` segment of its function id.
 - Not provided yet, answered as an engine without the worker that provides them would:
-  HTTP-invoked functions (dropped), channels (``function_not_found``), the queue (enqueue fails
-  with ``enqueue_error`` unless a worker registers ``engine::queue::enqueue``).
+  HTTP-invoked functions (dropped), the queue (enqueue fails with ``enqueue_error`` unless a
+  worker registers ``engine::queue::enqueue``).
 """
 
+from ._channels import ChannelRegistry as ChannelRegistry
+from ._channels import StreamChannel as StreamChannel
 from ._model import BASELINE_ENGINE_VERSION as BASELINE_ENGINE_VERSION
+from ._model import ChannelDropped as ChannelDropped
 from ._model import CloseConnection as CloseConnection
 from ._model import EngineStatistics as EngineStatistics
 from ._model import NamespaceState as NamespaceState
@@ -83,6 +89,8 @@ from ._state import EngineState as EngineState
 
 __all__ = [
     "BASELINE_ENGINE_VERSION",
+    "ChannelDropped",
+    "ChannelRegistry",
     "CloseConnection",
     "EngineStatistics",
     "EnginePlugin",
@@ -90,6 +98,7 @@ __all__ = [
     "NamespaceState",
     "Output",
     "Send",
+    "StreamChannel",
     "TimerArmed",
     "WorkerAnnounced",
     "WorkerConnected",

@@ -86,8 +86,23 @@ class WorkerDisconnected:
     namespace: str | None
 
 
+@attrs.frozen
+class ChannelDropped:
+    """The sweep removed channel ``channel_id`` (section 6.6): the shell releases what it holds
+    for it, so that an attached reader sees the end of the stream and an attached writer's
+    socket is dropped."""
+
+    channel_id: str
+
+
 Output: TypeAlias = (
-    Send | CloseConnection | TimerArmed | WorkerConnected | WorkerAnnounced | WorkerDisconnected
+    Send
+    | CloseConnection
+    | TimerArmed
+    | WorkerConnected
+    | WorkerAnnounced
+    | WorkerDisconnected
+    | ChannelDropped
 )
 
 
