@@ -692,12 +692,13 @@ class WebSocket:
 
     # -- closing -------------------------------------------------------------------------------
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+    async def aclose(self, code: int | None = 1000, reason: str = "") -> None:
         """Finish the closing handshake, then close the stream.
 
-        Sends a close frame with ``code`` unless one was sent already, writes what is left,
-        shuts the write side when the protocol says so and waits for the peer to close TCP,
-        for at most :attr:`close_timeout` seconds. Idempotent; always releases the stream.
+        Sends a close frame with ``code`` (``None``: a close frame without a status code, as
+        the engine ends a channel's read socket) unless one was sent already, writes what is
+        left, shuts the write side when the protocol says so and waits for the peer to close
+        TCP, for at most :attr:`close_timeout` seconds. Idempotent; always releases the stream.
 
         Shielded from cancellation as a whole (and bounded in time), so that cleanup code
         awaiting it in ``finally`` never swaps the exception in flight for ``Cancelled``: a
@@ -717,7 +718,7 @@ class WebSocket:
                 self.writer.close()
                 await trio.aclose_forcefully(self._stream)
 
-    async def _finish_closing(self, code: int, reason: str) -> None:
+    async def _finish_closing(self, code: int | None, reason: str) -> None:
         protocol = self._protocol
         await trio.lowlevel.checkpoint()
         if not self.writer.usable:
@@ -1052,6 +1053,7 @@ async def connect_websocket(
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     close_timeout: float = CLOSE_TIMEOUT,
     max_message_size: int = MAX_MESSAGE_SIZE,
+    max_frame_size: int = MAX_FRAME_SIZE,
     check_text: bool = True,
 ) -> WebSocket:
     """Open a TCP connection (TLS for ``wss://``) and perform the client handshake.
@@ -1068,6 +1070,8 @@ async def connect_websocket(
         handshake_timeout: seconds for the TCP connection, the TLS handshake and the upgrade.
         close_timeout: the :class:`WebSocket`'s bound on its closing handshake.
         max_message_size: larger incoming messages fail the connection (1009).
+        max_frame_size: larger incoming frames fail the connection (1009); the engine sends a
+            channel's messages unfragmented, so a channel reader allows its message size here.
         check_text: see :class:`WebSocket`.
 
     Raises:
@@ -1090,7 +1094,7 @@ async def connect_websocket(
             if uri.secure:
                 stream = await _start_tls(stream, ssl_context, uri.host, where)
             protocol = ClientProtocol(
-                uri, max_size=(max_message_size, MAX_FRAME_SIZE), logger=_protocol_logger
+                uri, max_size=(max_message_size, max_frame_size), logger=_protocol_logger
             )
             websocket = WebSocket(
                 stream, protocol, close_timeout=close_timeout, check_text=check_text
