@@ -152,12 +152,17 @@ class TransportClosed(trio.BrokenResourceError):
         code: the close code the peer sent, or the one we sent when we failed the connection
             (``None`` when the connection ended without one).
         reason: the close reason that came with ``code``.
+        by_peer: the peer sent a close frame (a clean close on its side); False when we failed
+            the connection or it was lost.
     """
 
-    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
+    def __init__(
+        self, message: str, *, code: int | None = None, reason: str = "", by_peer: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
+        self.by_peer = by_peer
 
 
 class HandshakeFailed(Exception):
@@ -676,6 +681,7 @@ class WebSocket:
                 f"websocket closed by the peer ({received.code}{reason})",
                 code=received.code,
                 reason=received.reason,
+                by_peer=True,
             )
         sent = protocol.close_sent
         if protocol.parser_exc is not None and not isinstance(protocol.parser_exc, EOFError):

@@ -31,6 +31,7 @@ from typing import Any, Final, Generic, TypeVar, final
 import attrs
 import trio
 
+from ._channels import Channel, ChannelHub, ChannelReader, ChannelWriter
 from ._connection import CallFailed, EngineLink, EngineSession
 from ._dispatch import (
     PreparedHandler,
@@ -42,10 +43,12 @@ from ._dispatch import (
 from ._exceptions import (
     ConnectionLost,
     InvocationError,
+    ProtocolError,
     RegistrationRejected,
     TriggerRegistrationError,
 )
 from ._groups import raise_collapsed
+from ._protocol._channels import is_channel_ref, ref_from_json
 from ._protocol._codec import encode, encode_call, encode_json, loads
 from ._protocol._ids import new_invocation_id
 from ._protocol._messages import (
@@ -235,7 +238,7 @@ class Worker:
     Created only by :func:`open_worker`, which owns its lifetime.
     """
 
-    __slots__ = ("_invocation_timeout", "_link", "_namespace", "_owner")
+    __slots__ = ("_channels", "_invocation_timeout", "_link", "_namespace", "_owner")
 
     def __init__(
         self,
@@ -261,6 +264,9 @@ class Worker:
         )
         self._namespace = namespace
         self._invocation_timeout = invocation_timeout
+        self._channels = ChannelHub(
+            url=url, headers=headers, ssl_context=ssl_context, open_stream=open_stream
+        )
 
     # -- identity and state ------------------------------------------------------------------
 
@@ -683,6 +689,52 @@ class Worker:
         if function_id.startswith(_DEFAULT_NAMESPACE_PREFIXES):
             return "default"
         return self._namespace
+
+    # -- channels ----------------------------------------------------------------------------
+
+    async def create_channel(self, buffer_size: int | None = None) -> Channel:
+        """Create a channel (``engine::channels::create``): a stream of bytes and text messages
+        from a :class:`ChannelWriter` to a :class:`ChannelReader`, through the engine.
+
+        Keep one end and hand the other to another function by putting it, or its ref, in the
+        payload you call it with. Each end opens its own connection to the engine when it is
+        first used; the ends are closed when this worker's block exits, at the latest.
+
+        Args:
+            buffer_size: frames the engine queues between the two ends before it holds the
+                writer back; default 64, and the engine clamps it to 1..1024 (0 means 1).
+
+        Raises:
+            TypeError: ``buffer_size`` is not an int or None.
+            ValueError: ``buffer_size`` is negative.
+            InvocationError: the engine refused (e.g. an engine without channels).
+            trio.ClosedResourceError: the worker's block has exited.
+        """
+        self._check_open()
+        if buffer_size is not None:
+            if isinstance(buffer_size, bool) or not isinstance(buffer_size, int):
+                raise TypeError(f"buffer_size must be an int or None, got {buffer_size!r}")
+            if buffer_size < 0:
+                raise ValueError(f"buffer_size must be >= 0, got {buffer_size}")
+        invocation_id, frame = self._call_frame(
+            "engine::channels::create", {"buffer_size": buffer_size}, None, None
+        )
+        refs = await self._call("engine::channels::create", invocation_id, frame)
+        writer_ref = refs.get("writer") if isinstance(refs, dict) else None
+        reader_ref = refs.get("reader") if isinstance(refs, dict) else None
+        if not (is_channel_ref(writer_ref) and is_channel_ref(reader_ref)):
+            raise ProtocolError(
+                "engine::channels::create answered without a writer and a reader ref",
+                frame=str(refs),
+            )
+        channel_writer = ref_from_json(writer_ref)
+        channel_reader = ref_from_json(reader_ref)
+        return Channel(
+            writer=ChannelWriter(channel_writer, self._channels),
+            reader=ChannelReader(channel_reader, self._channels),
+            writer_ref=channel_writer,
+            reader_ref=channel_reader,
+        )
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -1144,6 +1196,7 @@ async def open_worker(
     link = worker._link
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(worker._channels.serve)
             await nursery.start(link.supervise)
             try:
                 yield worker

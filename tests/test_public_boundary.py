@@ -226,8 +226,7 @@ async def test_register_trigger_refuses_bad_arguments_before_sending_anything(
 
 # --- the Worker's members -----------------------------------------------------------------------
 
-# api.md's Worker members that exist today (trigger types, channels and discovery streams come
-# with their issues).
+# api.md's Worker members that exist today (trigger types come with their issue).
 WORKER_API = {
     "worker_id",
     "connection_state",
@@ -247,6 +246,7 @@ WORKER_API = {
     "list_triggers",
     "watch_functions",
     "watch_workers",
+    "create_channel",
 }
 
 

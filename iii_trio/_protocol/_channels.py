@@ -13,7 +13,7 @@ module only calls the factory it is given.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeGuard, TypeVar
 from urllib.parse import quote
 
 from .._types import ChannelRef
@@ -41,7 +41,7 @@ _CONTAINERS: Final = frozenset({dict, list})
 _End = TypeVar("_End")
 
 
-def is_channel_ref(value: Any) -> bool:
+def is_channel_ref(value: Any) -> TypeGuard[dict[str, Any]]:
     """Whether ``value`` is a channel ref as it appears in JSON (a dict of the right shape)."""
     return (
         type(value) is dict
