@@ -613,16 +613,15 @@ async def close_ends(ends: Iterable[ChannelReader | ChannelWriter], *, gracefull
     ``gracefully`` (the handler returned): writers end their streams, readers stop reading.
     Otherwise (it failed or was cancelled) every socket is dropped at once; a reader sees a
     dropped writer as the end of the stream all the same, as the engine reports it. Closing
-    never raises: what a handler left unfinished is logged at DEBUG.
+    never raises: what a handler left unfinished is logged at DEBUG. The caller shields it (it
+    runs as the handler's cleanup) and bounds it in time.
     """
-    with trio.CancelScope(shield=True):
-        await trio.lowlevel.checkpoint()
-        for end in ends:
-            if gracefully:
-                try:
-                    await end._release()
-                except ChannelClosed as exc:
-                    logger.debug("closing a handler's channel end: %s", exc)
-            else:
-                with trio.move_on_after(_ABORT_GRACE):
-                    await end._abort()
+    await trio.lowlevel.checkpoint()
+    for end in ends:
+        if gracefully:
+            try:
+                await end._release()
+            except ChannelClosed as exc:
+                logger.debug("closing a handler's channel end: %s", exc)
+        else:
+            await end._abort()

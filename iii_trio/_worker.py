@@ -48,7 +48,7 @@ from ._exceptions import (
     TriggerRegistrationError,
 )
 from ._groups import raise_collapsed
-from ._protocol._channels import is_channel_ref, ref_from_json
+from ._protocol._channels import is_channel_ref, ref_from_json, replace_channel_refs
 from ._protocol._codec import encode, encode_call, encode_json, loads
 from ._protocol._ids import new_invocation_id
 from ._protocol._messages import (
@@ -554,7 +554,9 @@ class Worker:
         """Invoke ``function_id`` and return its result.
 
         Waits for a connection first if the worker is reconnecting. ``namespace`` defaults to
-        the worker's own (``default`` for ``engine::`` functions).
+        the worker's own (``default`` for ``engine::`` functions). Channel ends and refs in
+        ``payload`` are sent as refs, handing those ends over; channel refs in the result come
+        back as live :class:`ChannelReader` / :class:`ChannelWriter` ends of this worker.
 
         Cancellation: the call is forgotten locally; a result arriving later is dropped.
 
@@ -578,13 +580,20 @@ class Worker:
                 if abort is not None:
                     del frame  # written or queued: a waiting call keeps no copy of its payload
                     result: JSONValue = await trio.lowlevel.wait_task_rescheduled(abort)
-                    return result
+                    return self._live_channels(result)
             except CallFailed as exc:
                 raise _invocation_error(function_id, invocation_id, exc.error) from None
         if self._invocation_timeout is None:
-            return await self._call(function_id, invocation_id, frame)
+            return self._live_channels(await self._call(function_id, invocation_id, frame))
         with trio.fail_after(self._invocation_timeout):
-            return await self._call(function_id, invocation_id, frame)
+            return self._live_channels(await self._call(function_id, invocation_id, frame))
+
+    def _live_channels(self, result: JSONValue) -> JSONValue:
+        """``result`` with every channel ref in it replaced by a live end of this worker."""
+        kind = type(result)
+        if kind is dict or kind is list:
+            return replace_channel_refs(result, self._channels.end)
+        return result
 
     async def trigger_void(
         self,
