@@ -134,6 +134,8 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
         super().__init__(ref, hub)
         #: Why the engine closed or dropped the socket, as the watcher found out.
         self._broken: ChannelClosed | None = None
+        #: ``_broken`` was raised to the user already: closing does not raise it again.
+        self._reported = False
         self._watcher: trio.CancelScope | None = None
         self._watcher_done = trio.Event()
 
@@ -225,8 +227,9 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
 
         Raises:
             ChannelClosed: the engine had closed or dropped this end before the stream ended,
-                so some of what was sent may not have reached the reader; or the end of a
-                writer never used could not be opened. The end is closed anyway.
+                so some of what was sent may not have reached the reader (unless a send
+                raised it already); or the end of a writer never used could not be opened.
+                The end is closed anyway.
         """
         if self._closed:
             await trio.lowlevel.checkpoint()
@@ -246,7 +249,8 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
         with trio.CancelScope(shield=True):
             await self._stop_watching()
             await websocket.aclose()
-        if self._broken is not None:
+        if self._broken is not None and not self._reported:
+            self._reported = True
             raise self._broken
 
     async def _release(self) -> None:
@@ -309,6 +313,7 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
 
     def _check_broken(self) -> None:
         if self._broken is not None:
+            self._reported = True
             raise self._broken
 
     def _frame(self, websocket: WebSocket, data: Payload, *, text: bool) -> None:
@@ -318,13 +323,16 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
             else:
                 websocket.send_binary(data)  # type: ignore[arg-type]
         except TransportClosed as exc:
-            raise self._broken or self._closed_error(exc) from None
+            self._broken = self._broken or self._closed_error(exc)
+            self._reported = True
+            raise self._broken from None
 
     async def _flush(self, websocket: WebSocket) -> None:
         try:
             await websocket.flush()
         except TransportClosed as exc:
             self._broken = self._broken or self._closed_error(exc)
+            self._reported = True
             raise self._broken from None
 
 
