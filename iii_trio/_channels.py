@@ -321,7 +321,7 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
             if text:
                 websocket.send_text(bytes(data))
             else:
-                websocket.send_binary(data)  # type: ignore[arg-type]
+                websocket.send_binary(data)
         except TransportClosed as exc:
             self._broken = self._broken or self._closed_error(exc)
             self._reported = True

@@ -882,7 +882,10 @@ class _Server:
                         websocket.fail_invalid_text()
                         break  # the next receive reports the failed connection
                     try:
-                        await queue.send((is_text, payload))
+                        try:
+                            queue.send_nowait((is_text, payload))
+                        except trio.WouldBlock:
+                            await queue.send((is_text, payload))
                     except (trio.BrokenResourceError, trio.ClosedResourceError):
                         reader_gone = True
                         break
@@ -917,7 +920,7 @@ class _Server:
                     if is_text:
                         websocket.send_text(bytes(payload))
                     else:
-                        websocket.send_binary(bytes(payload))
+                        websocket.send_binary(payload)
                 del batch
                 await websocket.writer.flush()
         except (TransportClosed, trio.ClosedResourceError):
