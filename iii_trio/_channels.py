@@ -12,7 +12,9 @@ the reader's end of stream.
 Backpressure comes from the sockets. The engine queues ``buffer_size`` frames per channel and
 stops reading the writer's socket while its queue is full; a reader reads its socket only when
 asked to. So a slow reader slows the writer down through TCP, and neither end holds more than
-one socket read's worth of frames (the reader) or one flush (the writer) in memory.
+one socket read's worth of frames (the reader) or about 1 MiB of frames not yet written (the
+writer) in memory. A writer's frames are written by a task of its own, many at a time: one
+write per 64 KiB chunk would cost as much again as everything else a send does.
 
 Ownership. Every end belongs to the worker that made it (:meth:`Worker.create_channel`, or a
 payload or result that carried a ref). :class:`ChannelHub` is the worker's side of that: how to
@@ -57,8 +59,6 @@ __all__ = ["Channel", "ChannelHub", "ChannelReader", "ChannelWriter", "close_end
 
 logger = logging.getLogger("iii_trio.channels")
 
-#: Bytes a writer frames before it writes them out (and waits for the kernel to take them).
-_FLUSH_AT: Final = 16 * CHUNK_SIZE
 #: Seconds the worker's exit and a handler's end give a channel socket to close.
 _ABORT_GRACE: Final = 0.5
 
@@ -108,8 +108,10 @@ class _ChannelEnd:
         return websocket
 
     async def _abort(self) -> None:
+        """Close at once: what is queued goes out only if the kernel takes it right now."""
         websocket = self._abort_now()
         if websocket is not None:
+            websocket.writer.send_now()
             await websocket.abort()
         else:
             await trio.lowlevel.checkpoint()
@@ -120,8 +122,9 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
     """The sending end of a channel: a :class:`trio.abc.SendStream` of bytes, plus text
     messages.
 
-    :meth:`send_all` sends bytes as binary frames of at most 64 KiB and returns once the kernel
-    has taken them; while the engine's queue for the channel is full it waits (backpressure).
+    :meth:`send_all` sends bytes as binary frames of at most 64 KiB; it returns once they are
+    written or queued (up to about 1 MiB), and waits while the engine's queue for the channel
+    is full (backpressure).
     :meth:`send_message` sends one text frame. :meth:`aclose` ends the stream: the reader gets
     ``b""`` once it has read everything before. Use it as an async context manager to be sure
     the stream ends.
@@ -140,13 +143,16 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
         self._watcher_done = trio.Event()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """Send ``data`` as binary frames of at most 64 KiB; return once the kernel took them.
+        """Send ``data`` as binary frames of at most 64 KiB.
 
-        Opens the socket first if this is the end's first use. Sending ``b""`` sends nothing.
+        Returns once the data is written, or queued behind what is being written: a writer
+        holds at most about 1 MiB that the kernel has not taken yet, and waits for room
+        beyond that (which is how the engine's backpressure reaches it). The queue is
+        written out by the end's own task, and :meth:`aclose` sends it all before the end of
+        the stream. Opens the socket first if this is the end's first use. Sending ``b""``
+        sends nothing.
 
-        Cancellation: some of the frames may have been sent. A cancellation that interrupted
-        a write leaves the stream unusable: later sends raise
-        :class:`~iii_trio.ChannelClosed`, and closing drops the socket.
+        Cancellation: the frames queued so far are still sent.
 
         Raises:
             TypeError: ``data`` is not bytes-like.
@@ -162,16 +168,13 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
                 await trio.lowlevel.checkpoint()
                 return
             websocket = self._websocket or await self._open_writer()
-            framed = 0
+            writer = websocket.writer
             for start in range(0, len(view), CHUNK_SIZE):
+                if writer.over_high_water:
+                    await self._write_out(websocket)
                 self._check_broken()
-                chunk = view[start : start + CHUNK_SIZE]
-                self._frame(websocket, chunk, text=False)
-                framed += len(chunk)
-                if framed >= _FLUSH_AT:
-                    await self._flush(websocket)
-                    framed = 0
-            await self._flush(websocket)
+                self._frame(websocket, view[start : start + CHUNK_SIZE], text=False)
+            await self._write_out(websocket)
         finally:
             self._busy = False
 
@@ -200,20 +203,29 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
         self._enter("writer")
         try:
             websocket = self._websocket or await self._open_writer()
+            if websocket.writer.over_high_water:
+                await self._write_out(websocket)
             self._check_broken()
             self._frame(websocket, encoded, text=True)
-            await self._flush(websocket)
+            await self._write_out(websocket)
         finally:
             self._busy = False
 
     async def wait_send_all_might_not_block(self) -> None:
-        """Return when :meth:`send_all` might not block. Every send waits for the kernel to
-        take its data before it returns, so nothing is ever left waiting here: this returns at
-        once (a checkpoint)."""
+        """Return when :meth:`send_all` might not block: when this end's queue of unwritten
+        frames has room (at once if the end is not open yet).
+
+        Raises:
+            ChannelClosed: as :meth:`send_all`.
+            trio.ClosedResourceError: this end was closed.
+        """
         if self._closed:
             raise trio.ClosedResourceError("this channel writer is closed")
+        if self._websocket is not None:
+            await self._websocket.writer.wait_for_room()
+        else:
+            await trio.lowlevel.checkpoint()
         self._check_broken()
-        await trio.lowlevel.checkpoint()
 
     async def aclose(self) -> None:
         """End the stream: send the close frame after everything sent so far and wait (at most
@@ -265,13 +277,41 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
     # -- internals -----------------------------------------------------------------------------
 
     async def _open_writer(self) -> WebSocket:
-        """Open the socket (the caller checked it is not open yet) and start its watcher."""
+        """Open the socket (the caller checked it is not open yet) and start its tasks: the
+        watcher, and the writer that writes out what sends queue."""
         websocket = await self._open()
         # The scope exists before the task runs: cancelled before it starts, the watcher
         # stops at its first checkpoint, before it reads anything.
         self._watcher = trio.CancelScope()
         self._hub.spawn(self._watch, websocket)
+        self._hub.spawn(self._write, websocket)
         return websocket
+
+    async def _write(self, websocket: WebSocket) -> None:
+        """Write out what the sends queue (:meth:`FrameWriter.run`) until the end closes."""
+        try:
+            await websocket.writer.run()
+        except TransportClosed as exc:
+            self._broken = self._broken or self._closed_error(exc)
+            await trio.lowlevel.checkpoint()
+
+    async def _write_out(self, websocket: WebSocket) -> None:
+        """Have the writer task write what is queued, and wait while more than the writer's
+        high-water mark (1 MiB) is queued.
+
+        A cancel point but not a schedule point while there is room: a task sending chunk
+        after chunk frames up to 1 MiB before the writer task writes it all in one go, which
+        costs a third of writing each 64 KiB chunk on its own (one system call per chunk, on
+        loopback, cost as much as the rest of the send). Whatever is queued goes out as soon
+        as the sending task next waits for anything.
+        """
+        writer = websocket.writer
+        writer.wake()
+        if writer.over_high_water:
+            await writer.wait_for_room()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_broken()
 
     async def _watch(self, websocket: WebSocket) -> None:
         """Read the socket until it ends; remember why (see the module docstring)."""
@@ -322,14 +362,6 @@ class ChannelWriter(_ChannelEnd, trio.abc.SendStream):
                 websocket.send_text(bytes(data))
             else:
                 websocket.send_binary(data)
-        except TransportClosed as exc:
-            self._broken = self._broken or self._closed_error(exc)
-            self._reported = True
-            raise self._broken from None
-
-    async def _flush(self, websocket: WebSocket) -> None:
-        try:
-            await websocket.flush()
         except TransportClosed as exc:
             self._broken = self._broken or self._closed_error(exc)
             self._reported = True
@@ -392,7 +424,10 @@ class ChannelReader(_ChannelEnd, trio.abc.ReceiveStream):
                             is_text=True,
                         )
                     if len(payload) > self._offset:
-                        await trio.lowlevel.checkpoint()
+                        # A cancel point only: the socket read, at least once per 256 KiB,
+                        # is the schedule point (as for the writer, a task switch per 64 KiB
+                        # frame would cost much of what reading it does).
+                        await trio.lowlevel.checkpoint_if_cancelled()
                         return self._take(payload, max_bytes)
                     frames.popleft()  # an empty binary frame carries no data
                     self._offset = 0
@@ -618,11 +653,11 @@ def _refused(ref: ChannelRef, exc: HandshakeFailed) -> ChannelClosed:
 async def close_ends(ends: Iterable[ChannelReader | ChannelWriter], *, gracefully: bool) -> None:
     """Close the ends a handler received, once it is done with them.
 
-    ``gracefully`` (the handler returned): writers end their streams, readers stop reading.
-    Otherwise (it failed or was cancelled) every socket is dropped at once; a reader sees a
-    dropped writer as the end of the stream all the same, as the engine reports it. Closing
-    never raises: what a handler left unfinished is logged at DEBUG. The caller shields it (it
-    runs as the handler's cleanup) and bounds it in time.
+    ``gracefully`` (the handler returned or raised): writers it used end their streams after
+    everything they queued, readers stop reading. Otherwise (it was cancelled) every socket is
+    dropped at once; a reader sees a dropped writer as the end of the stream all the same, as
+    the engine reports it. Closing never raises: what a handler left unfinished is logged at
+    DEBUG. The caller shields it (it runs as the handler's cleanup) and bounds it in time.
     """
     await trio.lowlevel.checkpoint()
     for end in ends:

@@ -9,9 +9,9 @@ A handler's failure never escapes: a bad payload becomes ``invalid_payload``, an
 too. Cancellation (``trio.Cancelled``, a ``BaseException``) passes through untouched.
 
 Channel refs anywhere in a payload reach the handler as live ends (:mod:`._channels`), which
-belong to that invocation: they are closed when the handler returns (a writer's stream ends) or
-fails or is cancelled (the sockets are dropped), before its result is sent. A payload holding a
-ref is never served inline, since the handler is to use its ends.
+belong to that invocation: they are closed before its result is sent, when the handler returns
+or raises (a writer it used ends its stream after all it queued), or dropped when it is
+cancelled. A payload holding a ref is never served inline, since the handler is to use its ends.
 """
 
 from __future__ import annotations
@@ -400,7 +400,7 @@ async def serve_invocation(
     kind = type(payload)
     if kind is dict or kind is list:
         payload = replace_channel_refs(payload, functools.partial(_live, worker, ends))
-    returned = False
+    finished = False  # returned or raised; not cancelled
     try:
         if handler is None:
             frame = _error_frame(
@@ -410,16 +410,17 @@ async def serve_invocation(
             if handler.structure is not None:
                 payload = handler.structure(payload)
             result = await handler.call(payload, message.metadata)
-            returned = True
+            finished = True
             frame = _result_frame(message, result)
     except Exception as exc:
+        finished = True
         frame = _failure_frame(message, exc)
     finally:
         if ends:
             # Before the result goes out, so that its caller finds the streams complete. Each
             # socket's close is bounded by the transport's close timeout.
             with trio.CancelScope(shield=True, deadline=trio.current_time() + _ENDS_CLOSE_BOUND):
-                await close_ends(ends, gracefully=returned)
+                await close_ends(ends, gracefully=finished)
     if message.invocation_id is None:
         # The engine always sends one (protocol.md 3.7); without it nobody could read a reply.
         logger.warning("invocation of %s came without an invocation_id", message.function_id)
