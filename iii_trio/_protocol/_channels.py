@@ -63,17 +63,17 @@ def ref_to_json(ref: ChannelRef) -> dict[str, Any]:
 
 def has_channel_refs(value: Any) -> bool:
     """Whether a channel ref is anywhere in ``value`` (a JSON value: dicts, lists, scalars)."""
-    kind = type(value)
-    if kind is dict:
-        if is_channel_ref(value):
+    if type(value) is dict:
+        if "access_key" in value and is_channel_ref(value):
             return True
+        # Every payload is asked this: the usual one, a small dict of scalars, costs one pass
+        # over its values and nothing else.
         for item in value.values():
-            item_kind = type(item)
-            if item_kind is dict or item_kind is list:
+            if type(item) in _CONTAINERS:
                 break
         else:
             return False
-    elif kind is not list:
+    elif type(value) is not list:
         return False
     pending: list[Any] = [value]
     while pending:
@@ -100,18 +100,15 @@ def replace_channel_refs(value: Any, make: Callable[[ChannelRef], _End]) -> Any:
     changed where they hold refs. The walk uses no recursion, so any nesting depth the JSON
     parser accepted is fine.
     """
-    kind = type(value)
-    if kind is dict:
-        if is_channel_ref(value):
+    if type(value) is dict:
+        if "access_key" in value and is_channel_ref(value):
             return make(ref_from_json(value))
-        # The usual payload, a small dict of scalars, costs one pass over its values.
-        for item in value.values():
-            item_kind = type(item)
-            if item_kind is dict or item_kind is list:
+        for item in value.values():  # the usual payload: see has_channel_refs
+            if type(item) in _CONTAINERS:
                 break
         else:
             return value
-    elif kind is not list:
+    elif type(value) is not list:
         return value
     pending: list[Any] = [value]
     while pending:
