@@ -1170,9 +1170,9 @@ async def open_worker(
 
     Entering blocks until the engine accepted the worker and applied its registrations; the
     first failed attempt is logged at WARNING on ``iii_trio.connection`` (later ones at DEBUG).
-    Leaving cancels every running handler, stops reconnecting and closes the connection within
-    a second; it waits only for sync handlers already running in threads, which cannot be
-    interrupted.
+    Leaving cancels every running handler, stops reconnecting and closes the connection and
+    every channel socket of the worker within a second; it waits only for sync handlers
+    already running in threads, which cannot be interrupted.
 
     Raises:
         TypeError, ValueError: an argument has the wrong type or value (named in the message).
