@@ -2,21 +2,23 @@
 
 ``python -m benchmarks.channels [--size MIB] [--rounds N] [--json PATH]``
 
-Each round moves ``--size`` MiB (default 256) twice, in 64 KiB binary frames, each time between
-two processes on loopback:
+Each round moves ``--size`` MiB (default 256) three times, in 64 KiB binary frames, each time
+between processes on loopback:
 
 - **pipe**: a bare WebSocket client writing to a bare WebSocket server (iii-trio's transport, no
   engine, no SDK): the most the socket code can do here;
+- **relay**: the same client writing to a bare WebSocket relay in a third process, which
+  forwards every frame to a bare reading client: the least any engine in between costs;
 - **channel**: an iii-trio worker writing into a ``ChannelWriter`` and another reading the
   ``ChannelReader`` in a handler, through the dev engine in a third process (as in production:
   writer → engine → reader, each socket with its own backpressure).
 
 Throughput is measured by the reading end, from its first byte to the end of the stream, in MB/s
 (10^6 bytes). The report gives the median over rounds with the min-max spread, the channel as a
-share of the pipe (the goal is at least 80%), and each process's CPU time per MB, which says
-more than the rate on a machine with fewer free cores than processes. Rounds interleave the
-two kinds so that a change in the machine's load hits both alike. Children are stopped by PID
-(see ``_procs.py``); the worker scripts are ``workers/channel_stream.py`` and
+share of the pipe (the goal is at least 80%) and of the relay, and each process's CPU time per
+MB, which says more than the rate on a machine with fewer free cores than processes. Rounds
+rotate the order of the paths, so that a change in the machine's load hits all alike. Children
+are stopped by PID (see ``_procs.py``); the worker scripts are ``workers/channel_stream.py`` and
 ``workers/dev_engine.py``. Not part of ``python -m benchmarks.run``; nothing is written to
 RESULTS.md.
 """
@@ -80,6 +82,34 @@ def run_pipe(processes: Processes, size: int, timeout: float) -> dict[str, Any]:
     return result
 
 
+def run_relay(processes: Processes, size: int, timeout: float) -> dict[str, Any]:
+    relay = processes.spawn(
+        "relay", [sys.executable, str(STREAM), "relay"], env=_env(), stdout_pipe=True
+    )
+    url = _json_line(relay, START_TIMEOUT)["url"]
+    cpu_before = relay.cpu_seconds()
+    reader = processes.spawn(
+        "relay-reader",
+        [sys.executable, str(STREAM), "pipe-reader", url + "/read"],
+        env=_env(),
+        stdout_pipe=True,
+    )
+    _json_line(reader, START_TIMEOUT)
+    writer = processes.spawn(
+        "relay-writer",
+        [sys.executable, str(STREAM), "pipe-client", url + "/write", str(size)],
+        env=_env(),
+        stdout_pipe=True,
+    )
+    result = _json_line(reader, timeout)
+    result.update(_json_line(writer, timeout))
+    result["engine_cpu_seconds"] = relay.cpu_seconds() - cpu_before
+    _wait(writer, timeout)
+    _wait(reader, timeout)
+    processes.stop(relay)
+    return result
+
+
 def run_channel(processes: Processes, url: str, engine: Child, size: int, timeout: float) -> Any:
     cpu_before = engine.cpu_seconds()
     source = processes.spawn(
@@ -107,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     size = args.size * 1024 * 1024
     timeout = 60.0 + size / (5 * MB)  # even at 5 MB/s a transfer ends within this
     install_signal_handlers()
-    measurements: dict[str, list[dict[str, Any]]] = {"pipe": [], "channel": []}
+    measurements: dict[str, list[dict[str, Any]]] = {"pipe": [], "relay": [], "channel": []}
     with tempfile.TemporaryDirectory(prefix="iii-channel-bench-") as logs:
         processes = Processes(Path(logs))
         try:
@@ -127,10 +157,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stdout_pipe=True,
             )
             _json_line(sink, START_TIMEOUT)
+            kinds = ["pipe", "relay", "channel"]
             for round_number in range(args.rounds):
-                for kind in ("pipe", "channel") if round_number % 2 == 0 else ("channel", "pipe"):
+                for kind in kinds[round_number % 3 :] + kinds[: round_number % 3]:
                     if kind == "pipe":
                         result = run_pipe(processes, size, timeout)
+                    elif kind == "relay":
+                        result = run_relay(processes, size, timeout)
                     else:
                         result = run_channel(processes, url, engine, size, timeout)
                     if result["bytes"] != size // 65536 * 65536:
@@ -141,8 +174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             processes.stop_all()
     pipe = [m["mb_per_s"] for m in measurements["pipe"]]
+    relay = [m["mb_per_s"] for m in measurements["relay"]]
     channel = [m["mb_per_s"] for m in measurements["channel"]]
     shares = [100 * c / p for c, p in zip(channel, pipe, strict=True)]
+    relay_shares = [100 * c / r for c, r in zip(channel, relay, strict=True)]
 
     def cpu(kind: str, key: str) -> str:
         return _summary([m[key] / (m["bytes"] / MB) * 1e6 for m in measurements[kind]])
@@ -157,12 +192,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{cpu('pipe', 'writer_cpu_seconds')} | - | {cpu('pipe', 'reader_cpu_seconds')} |"
     )
     print(
+        f"| bare WebSocket relay (two hops) | {_summary(relay)} | "
+        f"{cpu('relay', 'writer_cpu_seconds')} | {cpu('relay', 'engine_cpu_seconds')} | "
+        f"{cpu('relay', 'reader_cpu_seconds')} |"
+    )
+    print(
         f"| channel through the dev engine (two hops) | {_summary(channel)} | "
         f"{cpu('channel', 'writer_cpu_seconds')} | {cpu('channel', 'engine_cpu_seconds')} | "
         f"{cpu('channel', 'reader_cpu_seconds')} |"
     )
     print()
     print(f"channel / pipe, per round: {_summary(shares)} % (goal: at least 80 %)")
+    print(f"channel / relay, per round: {_summary(relay_shares)} %")
     if args.json is not None:
         args.json.write_text(json.dumps(measurements, indent=2))
     return 0

@@ -13,6 +13,11 @@
   ``{"bytes", "seconds"}`` (first byte to the close).
 - ``pipe-client URL SIZE``: writes SIZE bytes in 64 KiB binary frames to that server, flushing
   every 1 MiB, then closes.
+- ``relay``: a bare WebSocket relay on a loopback port, the least an engine in between can do:
+  prints ``{"url": ...}``; a client on ``/read`` gets every binary frame a client on
+  ``/write`` sends (the writer is read only while the reader takes what it is sent), then a
+  close.
+- ``pipe-reader URL``: reads binary frames from ``URL`` to the close, as ``pipe-server`` does.
 
 Each end also reports the CPU time its process spent on the transfer (``*_cpu_seconds``).
 
@@ -142,6 +147,65 @@ async def pipe_client(url: str, size: int) -> None:
     emit({"writer_cpu_seconds": time.process_time() - cpu})
 
 
+async def relay() -> None:
+    from iii_trio._transport import UpgradeRequest, WebSocket, serve_websockets
+
+    reader_ready = trio.Event()
+    done = trio.Event()
+    readers: list[WebSocket] = []
+
+    async def handler(websocket: WebSocket, request: UpgradeRequest) -> None:
+        if request.path == "/read":
+            readers.append(websocket)
+            reader_ready.set()
+            await done.wait()
+            return
+        await reader_ready.wait()
+        reader = readers[0]
+        while True:
+            try:
+                messages = await websocket.receive_messages()
+            except trio.BrokenResourceError:  # the writer's close frame
+                break
+            for _, payload in messages:
+                reader.send_binary(payload)
+            await reader.flush()
+        await reader.aclose()
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            lambda task_status: serve_websockets(
+                handler, lambda request: None, host="127.0.0.1", port=0, task_status=task_status
+            )
+        )
+        emit({"url": f"ws://127.0.0.1:{listeners[0].socket.getsockname()[1]}"})
+        await done.wait()
+        await trio.sleep(0.1)  # the reader's close handshake
+        nursery.cancel_scope.cancel()
+
+
+async def pipe_reader(url: str) -> None:
+    from iii_trio._transport import connect_websocket
+
+    websocket = await connect_websocket(url, max_frame_size=64 * 1024 * 1024)
+    emit({"connected": True})
+    received = 0
+    started = None
+    cpu = time.process_time()
+    while True:
+        try:
+            messages = await websocket.receive_messages()
+        except trio.BrokenResourceError:  # the relay's close frame
+            break
+        if started is None:
+            started = time.perf_counter()
+        received += sum(len(payload) for _, payload in messages)
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    await websocket.aclose()
+    emit({"bytes": received, "seconds": seconds, "reader_cpu_seconds": time.process_time() - cpu})
+
+
 def main(argv: list[str]) -> None:
     mode = argv[0]
     if mode == "sink":
@@ -152,6 +216,10 @@ def main(argv: list[str]) -> None:
         trio.run(pipe_server)
     elif mode == "pipe-client":
         trio.run(pipe_client, argv[1], int(argv[2]))
+    elif mode == "relay":
+        trio.run(relay)
+    elif mode == "pipe-reader":
+        trio.run(pipe_reader, argv[1])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 
