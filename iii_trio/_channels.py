@@ -543,6 +543,12 @@ class Channel:
     Keep one end and hand the other over by putting its ref (or the end itself) in a payload:
     keep :attr:`writer` and send :attr:`reader_ref` to have another function read what you
     write, or keep :attr:`reader` and send :attr:`writer_ref` to read what it writes.
+
+    Attributes:
+        writer: the sending end, a live :class:`ChannelWriter` of this worker.
+        reader: the receiving end, a live :class:`ChannelReader` of this worker.
+        writer_ref: the sending end's ref, to hand it to another function.
+        reader_ref: the receiving end's ref, to hand it to another function.
     """
 
     writer: ChannelWriter

@@ -188,6 +188,11 @@ class ChannelRef:
 
     ``access_key`` is the capability that opens the end; it is left out of the repr.
 
+    Attributes:
+        channel_id: the channel's id (a UUID the engine gave it).
+        access_key: the secret that opens either end of the channel.
+        direction: ``"read"`` for the receiving end, ``"write"`` for the sending end.
+
     Raises:
         TypeError: ``channel_id`` or ``access_key`` is not a string.
         ValueError: ``direction`` is neither ``"read"`` nor ``"write"``.
