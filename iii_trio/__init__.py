@@ -9,9 +9,13 @@
 
 import contextlib as _contextlib
 
+from ._channels import Channel as Channel
+from ._channels import ChannelReader as ChannelReader
+from ._channels import ChannelWriter as ChannelWriter
 from ._context import Context as Context
 from ._context import get_context as get_context
 from ._context import use_context as use_context
+from ._exceptions import ChannelClosed as ChannelClosed
 from ._exceptions import ConnectionLost as ConnectionLost
 from ._exceptions import EngineUnavailable as EngineUnavailable
 from ._exceptions import FunctionNotFound as FunctionNotFound
@@ -20,6 +24,7 @@ from ._exceptions import InvocationError as InvocationError
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RegistrationRejected as RegistrationRejected
 from ._exceptions import TriggerRegistrationError as TriggerRegistrationError
+from ._exceptions import UnexpectedFrame as UnexpectedFrame
 from ._http_invocation import HttpAuth as HttpAuth
 from ._http_invocation import HttpInvocation as HttpInvocation
 from ._http_types import ApiRequest as ApiRequest
@@ -36,6 +41,7 @@ from ._stream_client import StreamBackend as StreamBackend
 from ._stream_client import Streams as Streams
 from ._stream_event import StreamEvent as StreamEvent
 from ._types import Backoff as Backoff
+from ._types import ChannelRef as ChannelRef
 from ._types import ConnectionState as ConnectionState
 from ._types import FunctionInfo as FunctionInfo
 from ._types import JSONValue as JSONValue
@@ -55,6 +61,11 @@ __all__ = [
     "ApiResponse",
     "ApiTrigger",
     "Backoff",
+    "Channel",
+    "ChannelClosed",
+    "ChannelReader",
+    "ChannelRef",
+    "ChannelWriter",
     "ConnectionLost",
     "ConnectionState",
     "Context",
@@ -82,6 +93,7 @@ __all__ = [
     "TriggerRegistrationError",
     "TriggerTypeInfo",
     "TriggerTypeRef",
+    "UnexpectedFrame",
     "UpdateOp",
     "UpdateOpError",
     "UpdateResult",

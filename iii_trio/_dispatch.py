@@ -7,6 +7,11 @@ out by :func:`prepare_handler` at registration, so serving a call inspects nothi
 A handler's failure never escapes: a bad payload becomes ``invalid_payload``, an exception becomes
 ``invocation_failed`` with its traceback, a result that is not JSON becomes ``invocation_failed``
 too. Cancellation (``trio.Cancelled``, a ``BaseException``) passes through untouched.
+
+Channel refs anywhere in a payload reach the handler as live ends (:mod:`._channels`), which
+belong to that invocation: they are closed before its result is sent, when the handler returns
+or raises (a writer it used ends its stream after all it queued), or dropped when it is
+cancelled. A payload holding a ref is never served inline, since the handler is to use its ends.
 """
 
 from __future__ import annotations
@@ -28,13 +33,22 @@ import attrs
 import cattrs
 import trio
 
+from ._channels import ChannelReader, ChannelWriter, close_ends
 from ._context import enter_handler_context
 from ._http_types import register_hooks as register_http_hooks
+from ._protocol._channels import (
+    has_channel_refs,
+    is_channel_ref,
+    ref_from_json,
+    ref_to_json,
+    replace_channel_refs,
+)
 from ._protocol._codec import encode, encode_result, strict_primitive
 from ._protocol._messages import ErrorBody, InvocationResult, InvokeFunction
 from ._schema import schema_for
 from ._stream_event import register_hooks as register_stream_hooks
-from ._transport import MAX_MESSAGE_SIZE
+from ._transport import CLOSE_TIMEOUT, MAX_MESSAGE_SIZE
+from ._types import ChannelRef
 
 if typing.TYPE_CHECKING:
     from ._worker import Worker
@@ -55,6 +69,9 @@ _PLAIN_JSON: Final = frozenset({dict, list, str, int, float, bool, type(None)})
 _RAW_PAYLOAD: Final = frozenset({inspect.Parameter.empty, Any, object, dict, list})
 
 _SENTINEL: Final = object()
+#: Seconds a handler's channel ends get to close after it returned (each socket's own close is
+#: bounded by the transport's close timeout; this bounds them all).
+_ENDS_CLOSE_BOUND: Final = 2 * CLOSE_TIMEOUT
 
 
 def _make_payload_converter() -> cattrs.Converter:
@@ -64,6 +81,12 @@ def _make_payload_converter() -> cattrs.Converter:
     converter.register_structure_hook_factory(attrs.has, _objects_only(converter))
     register_http_hooks(converter)
     register_stream_hooks(converter)
+    # A payload's refs are live ends by the time it is structured; an end given back is its ref.
+    converter.register_structure_hook(ChannelReader, _live_end(ChannelReader, "read"))
+    converter.register_structure_hook(ChannelWriter, _live_end(ChannelWriter, "write"))
+    converter.register_structure_hook(ChannelRef, _structure_ref)
+    for end in (ChannelReader, ChannelWriter):
+        converter.register_unstructure_hook(end, lambda end: ref_to_json(end.ref))
     return converter
 
 
@@ -99,6 +122,25 @@ def _json_kind(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return type(value).__name__
+
+
+def _live_end(kind: type[Any], direction: str) -> Callable[[Any, Any], Any]:
+    def structure(value: Any, _: Any) -> Any:
+        if isinstance(value, kind):
+            return value
+        raise TypeError(f"expected a channel ref with direction {direction!r}, got {value!r}")
+
+    return structure
+
+
+def _structure_ref(value: Any, _: Any) -> ChannelRef:
+    if isinstance(value, ChannelRef):
+        return value
+    if isinstance(value, ChannelReader | ChannelWriter):
+        return value.ref
+    if is_channel_ref(value):
+        return ref_from_json(value)
+    raise TypeError(f"expected a channel ref, got {value!r}")
 
 
 #: Converts between JSON values and users' payload types (attrs classes and friends).
@@ -398,6 +440,11 @@ async def serve_invocation(
     Without a ``handler`` the answer is ``refusal``, by default ``function_not_found``.
     """
     payload = _enter_invocation(message, worker)
+    ends: list[ChannelReader | ChannelWriter] = []
+    kind = type(payload)
+    if kind is dict or kind is list:
+        payload = replace_channel_refs(payload, functools.partial(_live, worker, ends))
+    finished = False  # returned or raised; not cancelled
     try:
         if handler is None:
             if refusal is None:
@@ -408,9 +455,18 @@ async def serve_invocation(
         else:
             if handler.structure is not None:
                 payload = handler.structure(payload)
-            frame = _result_frame(message, await handler.call(payload, message.metadata))
+            result = await handler.call(payload, message.metadata)
+            finished = True
+            frame = _result_frame(message, result)
     except Exception as exc:
+        finished = True
         frame = _failure_frame(message, exc)
+    finally:
+        if ends:
+            # Before the result goes out, so that its caller finds the streams complete. Each
+            # socket's close is bounded by the transport's close timeout.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + _ENDS_CLOSE_BOUND):
+                await close_ends(ends, gracefully=finished)
     if message.invocation_id is None:
         # The engine always sends one (protocol.md 3.7); without it nobody could read a reply.
         logger.warning("invocation of %s came without an invocation_id", message.function_id)
@@ -420,12 +476,24 @@ async def serve_invocation(
     await sink.send_result(frame)
 
 
-def serve_inline(handler: PreparedHandler, message: InvokeFunction, worker: Worker) -> bytes:
-    """Serve an invocation of a handler that cannot suspend, right here; return its result frame.
+def serve_inline(handler: PreparedHandler, message: InvokeFunction, worker: Worker) -> bytes | None:
+    """Serve an invocation of a handler that cannot suspend, right here; return its result frame
+    (None, having done nothing, when the payload holds a channel ref: its ends are the
+    handler's to use, which takes a task).
 
     Runs in a fresh copy of the context, as a handler task would.
     """
+    if has_channel_refs(message.data):
+        return None
     return contextvars.copy_context().run(_serve_inline, handler, message, worker)
+
+
+def _live(
+    worker: Worker, ends: list[ChannelReader | ChannelWriter], ref: ChannelRef
+) -> ChannelReader | ChannelWriter:
+    end = worker._channels.end(ref)
+    ends.append(end)
+    return end
 
 
 def _serve_inline(handler: PreparedHandler, message: InvokeFunction, worker: Worker) -> bytes:

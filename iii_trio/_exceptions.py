@@ -7,6 +7,8 @@
     ├── ConnectionLost            a trigger() was waiting when the connection dropped
     ├── ProtocolError             the engine sent something undecodable / out of order
     ├── RegistrationRejected      the engine refused this worker or one registration (.code)
+    ├── ChannelClosed             the other end of a channel went away mid-stream (.channel_id)
+    ├── UnexpectedFrame           a channel's next frame is text where bytes were asked, or back
     ├── TriggerRegistrationError  the engine refused a trigger binding (.code, .message)
     └── InvocationError           the remote function failed (.code, .message, .stacktrace, ...)
         └── FunctionNotFound      code == "function_not_found"
@@ -19,6 +21,7 @@ so the sans-io layer can raise these types too.
 from __future__ import annotations
 
 __all__ = [
+    "ChannelClosed",
     "ConnectionLost",
     "EngineUnavailable",
     "FunctionNotFound",
@@ -27,6 +30,7 @@ __all__ = [
     "ProtocolError",
     "RegistrationRejected",
     "TriggerRegistrationError",
+    "UnexpectedFrame",
 ]
 
 
@@ -105,6 +109,44 @@ class RegistrationRejected(IIIError):
         self.worker_name = worker_name
         self.function_id = function_id
         self.owner_worker_id = owner_worker_id
+
+
+class ChannelClosed(IIIError):
+    """A channel cannot carry on: its end could not be opened, or the engine closed or dropped
+    it while it was in use.
+
+    Raised by a :class:`~iii_trio.ChannelWriter` whose reader went away (the engine then drops
+    the writer's socket), whose end was attached already or whose channel does not exist (any
+    more); by a :class:`~iii_trio.ChannelReader` whose connection to the engine was lost
+    mid-stream or whose channel does not exist. A writer that ends its stream, even abruptly,
+    is not an error for the reader: the reader sees the end of the stream (``b""``), as the
+    engine cannot tell the two apart.
+
+    Attributes:
+        channel_id: the channel's id.
+    """
+
+    def __init__(self, message: str, *, channel_id: str) -> None:
+        super().__init__(message)
+        self.channel_id = channel_id
+
+
+class UnexpectedFrame(IIIError):
+    """A channel's next frame is not of the kind asked for: a text message where
+    :meth:`~iii_trio.ChannelReader.receive_some` wants bytes, or binary data where
+    :meth:`~iii_trio.ChannelReader.receive_message` wants text.
+
+    Nothing was consumed: read the frame with the other method and carry on.
+
+    Attributes:
+        channel_id: the channel's id.
+        is_text: the waiting frame is a text message (else binary data).
+    """
+
+    def __init__(self, message: str, *, channel_id: str, is_text: bool) -> None:
+        super().__init__(message)
+        self.channel_id = channel_id
+        self.is_text = is_text
 
 
 class TriggerRegistrationError(IIIError):

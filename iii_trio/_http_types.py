@@ -62,9 +62,12 @@ class ApiRequest:
         method: the request's method, upper-case.
         path: the route template exactly as registered (``"items/:id"``), not the request URL.
         trigger: the binding that routed the request, when the engine says.
-        request_body: the engine's reference to the channel carrying the raw request body, as
-            the JSON object it sent (``channel_id``, ``access_key``, ``direction``).
-        response: the engine's reference to the channel for a streamed response, as sent.
+        request_body: the channel carrying the raw request body: a live
+            :class:`ChannelReader` when the engine sent one (the worker replaces a channel ref
+            anywhere in a payload with a live end), else ``None``.
+        response: the channel for a streamed response: a live :class:`ChannelWriter` (write
+            ``{"type": "set_status", ...}`` / ``set_headers`` messages, then the body), else
+            ``None``.
     """
 
     path_params: dict[str, str] = attrs.field(factory=dict)

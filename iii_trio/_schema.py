@@ -3,8 +3,9 @@
 Used once per registration, never per call, to fill ``request_format`` / ``response_format`` when
 the user gives none. Supports what a handler's payload usually is: ``str``, ``int``, ``float``,
 ``bool``, ``None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]``, unions and ``Optional``,
-``Literal``, enums, and attrs classes (nested). Anything else (``Any``, no annotation, an unknown
-class) yields no schema rather than a wrong one.
+``Literal``, enums, and attrs classes (nested), and channel ends (a :class:`~iii_trio.ChannelReader`
+or :class:`~iii_trio.ChannelWriter` parameter takes a ref of that direction). Anything else
+(``Any``, no annotation, an unknown class) yields no schema rather than a wrong one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import typing
 from typing import Any, Final, Literal, Union
 
 import attrs
+
+from ._channels import ChannelReader, ChannelWriter
 
 __all__ = ["SCHEMA_DIALECT", "schema_for"]
 
@@ -81,6 +84,17 @@ def _describe(annotation: Any, *, seen: frozenset[type[Any]]) -> dict[str, Any]:
         return dict(explicit)
     if isinstance(annotation, type) and attrs.has(annotation):
         return _describe_attrs(annotation, seen=seen)
+    if annotation is ChannelReader or annotation is ChannelWriter:
+        direction = "read" if annotation is ChannelReader else "write"
+        return {
+            "type": "object",
+            "properties": {
+                "channel_id": {"type": "string"},
+                "access_key": {"type": "string"},
+                "direction": {"const": direction},
+            },
+            "required": ["channel_id", "access_key", "direction"],
+        }
     raise _NoSchema
 
 

@@ -152,12 +152,17 @@ class TransportClosed(trio.BrokenResourceError):
         code: the close code the peer sent, or the one we sent when we failed the connection
             (``None`` when the connection ended without one).
         reason: the close reason that came with ``code``.
+        by_peer: the peer sent a close frame (a clean close on its side); False when we failed
+            the connection or it was lost.
     """
 
-    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
+    def __init__(
+        self, message: str, *, code: int | None = None, reason: str = "", by_peer: bool = False
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
+        self.by_peer = by_peer
 
 
 class HandshakeFailed(Exception):
@@ -529,11 +534,15 @@ class WebSocket:
                 end = start + MAX_FRAME_SIZE
                 protocol.send_continuation(view[start:end], fin=end >= len(data))
 
-    def send_binary(self, data: bytes) -> None:
-        """Frame one binary message into the output buffer (raises as :meth:`send_text`)."""
+    def send_binary(self, data: bytes | bytearray | memoryview) -> None:
+        """Frame one binary message into the output buffer (raises as :meth:`send_text`).
+
+        ``data`` may be kept, not copied, until the next write: leave it unchanged until then.
+        """
         if self._closing or self._protocol.state is not State.OPEN or not self.writer.usable:
             self._refuse_to_send()
-        self._protocol.send_binary(data)
+        if not self._fast.frame_binary(data):
+            self._protocol.send_binary(data)
         self.writer.frames += 1
         self.writer.framed += len(data)
 
@@ -676,6 +685,7 @@ class WebSocket:
                 f"websocket closed by the peer ({received.code}{reason})",
                 code=received.code,
                 reason=received.reason,
+                by_peer=True,
             )
         sent = protocol.close_sent
         if protocol.parser_exc is not None and not isinstance(protocol.parser_exc, EOFError):
@@ -692,12 +702,13 @@ class WebSocket:
 
     # -- closing -------------------------------------------------------------------------------
 
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+    async def aclose(self, code: int | None = 1000, reason: str = "") -> None:
         """Finish the closing handshake, then close the stream.
 
-        Sends a close frame with ``code`` unless one was sent already, writes what is left,
-        shuts the write side when the protocol says so and waits for the peer to close TCP,
-        for at most :attr:`close_timeout` seconds. Idempotent; always releases the stream.
+        Sends a close frame with ``code`` (``None``: a close frame without a status code, as
+        the engine ends a channel's read socket) unless one was sent already, writes what is
+        left, shuts the write side when the protocol says so and waits for the peer to close
+        TCP, for at most :attr:`close_timeout` seconds. Idempotent; always releases the stream.
 
         Shielded from cancellation as a whole (and bounded in time), so that cleanup code
         awaiting it in ``finally`` never swaps the exception in flight for ``Cancelled``: a
@@ -717,7 +728,7 @@ class WebSocket:
                 self.writer.close()
                 await trio.aclose_forcefully(self._stream)
 
-    async def _finish_closing(self, code: int, reason: str) -> None:
+    async def _finish_closing(self, code: int | None, reason: str) -> None:
         protocol = self._protocol
         await trio.lowlevel.checkpoint()
         if not self.writer.usable:
@@ -827,15 +838,41 @@ class _FastFrames:
                 return
         held = self._held
         if held:
+            owed = _bytes_to_frame_end(held, 0)
+            if 0 < owed < len(data):
+                # Complete the held frame with just the bytes it lacks and parse the rest of
+                # this read where it lies: appending the whole read to the held bytes would
+                # copy every byte of a stream of large frames once more.
+                held += memoryview(data)[:owed]
+                position = self._parse(held, 0)
+                if position is None:
+                    return
+                held.clear()
+                if not self._reading:
+                    self._to_protocol(data[owed:])
+                    return
+                self._keep_rest(data, self._parse(data, owed))
+                return
             held += data
-            buffer: bytes | bytearray = held
-        else:
-            buffer = data
+            position = self._parse(held, 0)
+            if position is not None:
+                del held[:position]
+            return
+        self._keep_rest(data, self._parse(data, 0))
+
+    def _keep_rest(self, data: bytes | bytearray, position: int | None) -> None:
+        """Hold what :meth:`_parse` left of ``data``: the start of a frame still arriving."""
+        if position is not None and position < len(data):
+            self._held += memoryview(data)[position:]
+
+    def _parse(self, buffer: bytes | bytearray, position: int) -> int | None:
+        """Take the frames of ``buffer`` from ``position`` on (see the class docstring); return
+        where the frame that has not fully arrived starts, or None when the connection failed
+        and nothing more is to be parsed."""
         end = len(buffer)
         limit = self._size_limit()
         protocol = self._protocol
         parsed = self.parsed
-        position = 0
         while end - position >= 2:
             head, second = buffer[position], buffer[position + 1]
             length = second & 0x7F
@@ -862,12 +899,16 @@ class _FastFrames:
                 and protocol.current_size is None
             ):
                 if stop <= end:
-                    payload = buffer[start:stop]
                     if self._mask:
-                        payload = apply_mask(payload, buffer[start - 4 : start])
+                        # Unmasked straight out of the buffer: one copy, not two.
+                        payload: Payload = apply_mask(
+                            memoryview(buffer)[start:stop], buffer[start - 4 : start]
+                        )
+                    else:
+                        payload = buffer[start:stop]
                     if head == _TEXT_HEAD and self._check_text and not is_utf8(payload):
                         self._fail_invalid_text()
-                        return
+                        return None
                     parsed.append((head == _TEXT_HEAD, payload))
                     position = stop
                     continue
@@ -888,10 +929,7 @@ class _FastFrames:
                     self._to_protocol(buffer[position:])
                 position = end
                 break
-        if buffer is held:
-            del held[:position]
-        elif position < end:
-            held += memoryview(buffer)[position:]
+        return position
 
     def receive_eof(self) -> None:
         """The peer closed its side: the protocol decides what that means."""
@@ -985,6 +1023,39 @@ class _FastFrames:
         protocol.writes.append(head + key + apply_mask(data, key))
         return True
 
+    def frame_binary(self, data: bytes | bytearray | memoryview) -> bool:
+        """Frame a binary message of at most one frame's size into the protocol's output, the
+        payload as it is (a server's) or masked in one copy (a client's); False (and nothing
+        done) when the protocol must do it. websockets copies a frame's payload three times
+        on its way out, which a stream of large frames feels."""
+        length = len(data)
+        protocol = self._protocol
+        if (
+            length > MAX_FRAME_SIZE
+            or not self._enabled
+            or protocol.extensions
+            or protocol.expect_continuation_frame
+        ):
+            return False
+        mask_bit = 0 if self._mask else _MASK_BIT  # a server's frames are not masked
+        if length < 126:
+            head = bytes((_BINARY_HEAD, mask_bit | length))
+        elif length < 65536:
+            head = struct.pack("!BBH", _BINARY_HEAD, mask_bit | 126, length)
+        else:
+            head = struct.pack("!BBQ", _BINARY_HEAD, mask_bit | 127, length)
+        writes = protocol.writes
+        if mask_bit:
+            key = self._mask_key()
+            writes.append(head + key)
+            if length:
+                writes.append(apply_mask(data, key))
+        else:
+            writes.append(head)
+            if length:  # an empty chunk would read as websockets' end-of-stream mark
+                writes.append(data)  # type: ignore[arg-type]
+        return True
+
     def _mask_key(self) -> bytes:
         start = self._next_key
         if start == len(self._keys):
@@ -1052,6 +1123,7 @@ async def connect_websocket(
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     close_timeout: float = CLOSE_TIMEOUT,
     max_message_size: int = MAX_MESSAGE_SIZE,
+    max_frame_size: int = MAX_FRAME_SIZE,
     check_text: bool = True,
 ) -> WebSocket:
     """Open a TCP connection (TLS for ``wss://``) and perform the client handshake.
@@ -1068,6 +1140,8 @@ async def connect_websocket(
         handshake_timeout: seconds for the TCP connection, the TLS handshake and the upgrade.
         close_timeout: the :class:`WebSocket`'s bound on its closing handshake.
         max_message_size: larger incoming messages fail the connection (1009).
+        max_frame_size: larger incoming frames fail the connection (1009); the engine sends a
+            channel's messages unfragmented, so a channel reader allows its message size here.
         check_text: see :class:`WebSocket`.
 
     Raises:
@@ -1090,7 +1164,7 @@ async def connect_websocket(
             if uri.secure:
                 stream = await _start_tls(stream, ssl_context, uri.host, where)
             protocol = ClientProtocol(
-                uri, max_size=(max_message_size, MAX_FRAME_SIZE), logger=_protocol_logger
+                uri, max_size=(max_message_size, max_frame_size), logger=_protocol_logger
             )
             websocket = WebSocket(
                 stream, protocol, close_timeout=close_timeout, check_text=check_text

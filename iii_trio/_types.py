@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 import math
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import attrs
 
 __all__ = [
     "Backoff",
+    "ChannelDirection",
+    "ChannelRef",
     "ConnectionState",
     "FunctionInfo",
     "JSONValue",
@@ -28,6 +30,9 @@ config may also be an attrs instance, sent as the JSON object cattrs unstructure
 Anything else (``NaN``, a set...) is refused before it is sent: a ``TypeError`` naming the
 argument, or, for a handler's result, a failed call.
 """
+
+ChannelDirection: TypeAlias = Literal["read", "write"]
+"""Which end of a channel a ref hands over, from its holder's point of view."""
 
 
 def _seconds(_: object, attribute: attrs.Attribute[float], value: object) -> None:
@@ -218,3 +223,43 @@ class WorkerInfo:
     active_invocations: int = 0
     namespace: str = "default"
     description: str | None = None
+
+
+def _string(instance: object, attribute: attrs.Attribute[str], value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{type(instance).__name__}.{attribute.name} must be a string, "
+            f"got {type(value).__name__}"
+        )
+
+
+def _direction(_: object, __: attrs.Attribute[str], value: object) -> None:
+    if value not in ("read", "write"):
+        raise ValueError(f"ChannelRef.direction must be 'read' or 'write', got {value!r}")
+
+
+@attrs.frozen
+class ChannelRef:
+    """One end of a channel, in the form it travels in payloads and results:
+    ``{"channel_id": ..., "access_key": ..., "direction": "read" | "write"}``.
+
+    ``direction`` is the holder's point of view: a ``"read"`` ref is for receiving, a
+    ``"write"`` ref for sending. Put one anywhere in a payload to hand that end to the function
+    you call: it arrives there as a live :class:`~iii_trio.ChannelReader` or
+    :class:`~iii_trio.ChannelWriter`. Each end can be opened once, by whoever holds it.
+
+    ``access_key`` is the capability that opens the end; it is left out of the repr.
+
+    Attributes:
+        channel_id: the channel's id (a UUID the engine gave it).
+        access_key: the secret that opens either end of the channel.
+        direction: ``"read"`` for the receiving end, ``"write"`` for the sending end.
+
+    Raises:
+        TypeError: ``channel_id`` or ``access_key`` is not a string.
+        ValueError: ``direction`` is neither ``"read"`` nor ``"write"``.
+    """
+
+    channel_id: str = attrs.field(validator=_string)
+    access_key: str = attrs.field(validator=_string, repr=False)
+    direction: ChannelDirection = attrs.field(validator=_direction)

@@ -31,6 +31,7 @@ from typing import Any, Final, Generic, TypeVar, final
 import attrs
 import trio
 
+from ._channels import Channel, ChannelHub, ChannelReader, ChannelWriter
 from ._connection import CallFailed, EngineLink, EngineSession
 from ._context import outgoing_baggage, outgoing_trace
 from ._dispatch import (
@@ -43,12 +44,14 @@ from ._dispatch import (
 from ._exceptions import (
     ConnectionLost,
     InvocationError,
+    ProtocolError,
     RegistrationRejected,
     TriggerRegistrationError,
 )
 from ._groups import raise_collapsed
 from ._http_invocation import HttpInvocation, invocation_ref
 from ._otel import Outcome, Tracing, traceparent_of, tracing_for
+from ._protocol._channels import is_channel_ref, ref_from_json, replace_channel_refs
 from ._protocol._codec import encode, encode_call, encode_json, loads
 from ._protocol._ids import new_invocation_id
 from ._protocol._messages import (
@@ -333,7 +336,7 @@ class Worker:
     replayed on every reconnect.
     """
 
-    __slots__ = ("_invocation_timeout", "_link", "_namespace", "_owner")
+    __slots__ = ("_channels", "_invocation_timeout", "_link", "_namespace", "_owner")
 
     def __init__(
         self,
@@ -359,6 +362,9 @@ class Worker:
         )
         self._namespace = namespace
         self._invocation_timeout = invocation_timeout
+        self._channels = ChannelHub(
+            url=url, headers=headers, ssl_context=ssl_context, open_stream=open_stream
+        )
 
     # -- identity and state ------------------------------------------------------------------
 
@@ -745,7 +751,9 @@ class Worker:
         """Invoke ``function_id`` and return its result.
 
         Waits for a connection first if the worker is reconnecting. ``namespace`` defaults to
-        the worker's own (``default`` for ``engine::`` functions).
+        the worker's own (``default`` for ``engine::`` functions). Channel ends and refs in
+        ``payload`` are sent as refs, handing those ends over; channel refs in the result come
+        back as live :class:`ChannelReader` / :class:`ChannelWriter` ends of this worker.
 
         Cancellation: the call is forgotten locally; a result arriving later is dropped.
 
@@ -760,7 +768,9 @@ class Worker:
         """
         self._check_open()
         if self._owner.tracing is not None:
-            return await self._traced_call(function_id, payload, metadata, namespace, None)
+            return self._live_channels(
+                await self._traced_call(function_id, payload, metadata, namespace, None)
+            )
         invocation_id, frame = self._call_frame(function_id, payload, metadata, namespace)
         session = self._link.session
         if session is not None and self._invocation_timeout is None:
@@ -771,13 +781,20 @@ class Worker:
                 if abort is not None:
                     del frame  # written or queued: a waiting call keeps no copy of its payload
                     result: JSONValue = await trio.lowlevel.wait_task_rescheduled(abort)
-                    return result
+                    return self._live_channels(result)
             except CallFailed as exc:
                 raise _invocation_error(function_id, invocation_id, exc.error) from None
         if self._invocation_timeout is None:
-            return await self._call(function_id, invocation_id, frame)
+            return self._live_channels(await self._call(function_id, invocation_id, frame))
         with trio.fail_after(self._invocation_timeout):
-            return await self._call(function_id, invocation_id, frame)
+            return self._live_channels(await self._call(function_id, invocation_id, frame))
+
+    def _live_channels(self, result: JSONValue) -> JSONValue:
+        """``result`` with every channel ref in it replaced by a live end of this worker."""
+        kind = type(result)
+        if kind is dict or kind is list:
+            return replace_channel_refs(result, self._channels.end)
+        return result
 
     async def trigger_void(
         self,
@@ -943,6 +960,52 @@ class Worker:
         if function_id.startswith(_DEFAULT_NAMESPACE_PREFIXES):
             return "default"
         return self._namespace
+
+    # -- channels ----------------------------------------------------------------------------
+
+    async def create_channel(self, buffer_size: int | None = None) -> Channel:
+        """Create a channel (``engine::channels::create``): a stream of bytes and text messages
+        from a :class:`ChannelWriter` to a :class:`ChannelReader`, through the engine.
+
+        Keep one end and hand the other to another function by putting it, or its ref, in the
+        payload you call it with. Each end opens its own connection to the engine when it is
+        first used; the ends are closed when this worker's block exits, at the latest.
+
+        Args:
+            buffer_size: frames the engine queues between the two ends before it holds the
+                writer back; default 64, and the engine clamps it to 1..1024 (0 means 1).
+
+        Raises:
+            TypeError: ``buffer_size`` is not an int or None.
+            ValueError: ``buffer_size`` is negative.
+            InvocationError: the engine refused (e.g. an engine without channels).
+            trio.ClosedResourceError: the worker's block has exited.
+        """
+        self._check_open()
+        if buffer_size is not None:
+            if isinstance(buffer_size, bool) or not isinstance(buffer_size, int):
+                raise TypeError(f"buffer_size must be an int or None, got {buffer_size!r}")
+            if buffer_size < 0:
+                raise ValueError(f"buffer_size must be >= 0, got {buffer_size}")
+        invocation_id, frame = self._call_frame(
+            "engine::channels::create", {"buffer_size": buffer_size}, None, None
+        )
+        refs = await self._call("engine::channels::create", invocation_id, frame)
+        writer_ref = refs.get("writer") if isinstance(refs, dict) else None
+        reader_ref = refs.get("reader") if isinstance(refs, dict) else None
+        if not (is_channel_ref(writer_ref) and is_channel_ref(reader_ref)):
+            raise ProtocolError(
+                "engine::channels::create answered without a writer and a reader ref",
+                frame=str(refs),
+            )
+        channel_writer = ref_from_json(writer_ref)
+        channel_reader = ref_from_json(reader_ref)
+        return Channel(
+            writer=ChannelWriter(channel_writer, self._channels),
+            reader=ChannelReader(channel_reader, self._channels),
+            writer_ref=channel_writer,
+            reader_ref=channel_reader,
+        )
 
     # -- discovery ---------------------------------------------------------------------------
 
@@ -1393,9 +1456,9 @@ async def open_worker(
 
     Entering blocks until the engine accepted the worker and applied its registrations; the
     first failed attempt is logged at WARNING on ``iii_trio.connection`` (later ones at DEBUG).
-    Leaving cancels every running handler, stops reconnecting and closes the connection within
-    a second; it waits only for sync handlers already running in threads, which cannot be
-    interrupted.
+    Leaving cancels every running handler, stops reconnecting and closes the connection and
+    every channel socket of the worker within a second; it waits only for sync handlers
+    already running in threads, which cannot be interrupted.
 
     Raises:
         TypeError, ValueError: an argument has the wrong type or value (named in the message).
@@ -1432,6 +1495,7 @@ async def open_worker(
     try:
         async with trio.open_nursery() as nursery:
             provided.attach(nursery)
+            await nursery.start(worker._channels.serve)
             await nursery.start(link.supervise)
             try:
                 yield worker

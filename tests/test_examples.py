@@ -18,6 +18,7 @@ sys.path.insert(0, str(EXAMPLES))
 import http_function  # noqa: E402
 import queue_dead_letter  # noqa: E402
 import quickstart  # noqa: E402
+import streaming  # noqa: E402
 import trigger_type  # noqa: E402
 
 
@@ -121,3 +122,21 @@ def test_queue_dead_letter_script_runs_on_its_embedded_engine() -> None:
     # The dev engine's one warning: the message went to the dead-letter queue.
     (warning,) = completed.stderr.splitlines()
     assert warning.endswith("moved to the dead-letter queue: function call failed")
+
+
+async def test_streaming_main_streams_tokens_and_a_file(
+    iii_engine: DevEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await streaming.main(iii_engine.url)
+    size = (EXAMPLES / "streaming.py").stat().st_size
+    assert capsys.readouterr().out.splitlines() == [
+        "tokens: you said: hello",
+        f"files::checksum: {size} bytes, sha256 matches: True",
+    ]
+
+
+def test_streaming_script_runs_on_its_embedded_engine() -> None:
+    completed, _ = run_example("streaming.py")
+    assert completed.returncode == 0, completed.stderr
+    assert "sha256 matches: True" in completed.stdout
+    assert completed.stderr == ""

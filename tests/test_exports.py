@@ -48,6 +48,11 @@ REQUIRED_NAMES = {
     "FunctionNotFound",
     "ApiRequest",
     "ApiResponse",
+    "ChannelClosed",
+    "Channel",
+    "ChannelReader",
+    "ChannelWriter",
+    "ChannelRef",
 }
 
 # Libraries that do I/O or need an event loop: the sans-io layer must not touch them.
@@ -140,6 +145,8 @@ def test_public_class_reports_the_package_as_its_module(name: str, cls: type) ->
         ("ConnectionLost", iii_trio.IIIError),
         ("ProtocolError", iii_trio.IIIError),
         ("RegistrationRejected", iii_trio.IIIError),
+        ("ChannelClosed", iii_trio.IIIError),
+        ("UnexpectedFrame", iii_trio.IIIError),
         ("TriggerRegistrationError", iii_trio.IIIError),
         ("InvocationError", iii_trio.IIIError),
         ("FunctionNotFound", iii_trio.InvocationError),
@@ -152,7 +159,7 @@ def test_exception_has_the_parent_the_api_contract_draws(name: str, parent: type
 
 def test_every_exported_exception_is_an_iii_error() -> None:
     exceptions = [cls for _, cls in _public_classes() if issubclass(cls, BaseException)]
-    assert len(exceptions) == 8
+    assert len(exceptions) == 10
     for cls in exceptions:
         assert issubclass(cls, iii_trio.IIIError), cls
 

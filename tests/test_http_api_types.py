@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import pytest
+import trio
 
 import iii_trio
 from iii_trio import ApiRequest, ApiResponse, ApiTrigger
@@ -325,3 +326,34 @@ async def test_the_derived_schemas_reach_the_engine(worker: iii_trio.Worker) -> 
         "response",
     }
     assert info.response_format["required"] == ["status_code"]
+
+
+async def test_the_request_body_and_response_channels_arrive_as_live_ends(
+    iii_worker: iii_trio.Worker,
+) -> None:
+    # As the engine's HTTP worker sends them: one channel to read the body, one to answer.
+    body = await iii_worker.create_channel()
+    answer = await iii_worker.create_channel()
+
+    @iii_worker.function("api::upload")
+    async def upload(request: ApiRequest) -> None:
+        assert isinstance(request.request_body, iii_trio.ChannelReader)
+        assert isinstance(request.response, iii_trio.ChannelWriter)
+        received = b"".join([chunk async for chunk in request.request_body])
+        async with request.response as response:
+            await response.send_message('{"type":"set_status","status_code":201}')
+            await response.send_all(received.upper())
+
+    await iii_worker.wait_registered()
+    payload = {
+        "method": "POST",
+        "path": "upload",
+        "request_body": body.reader_ref,
+        "response": answer.writer_ref,
+    }
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(iii_worker.trigger, "api::upload", payload)
+        async with body.writer as writer:
+            await writer.send_all(b"some bytes")
+        assert await answer.reader.receive_message() == '{"type":"set_status","status_code":201}'
+        assert b"".join([chunk async for chunk in answer.reader]) == b"SOME BYTES"

@@ -7,6 +7,7 @@ when the official package cannot be imported.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -154,4 +155,75 @@ async def test_queues_and_pubsub_work_with_an_official_sdk_worker(iii_engine: De
                 await worker.enqueue("official::settle", {"n": 2}, queue="default")
                 assert json.loads(await read_line(peer)) == {"settled": {"n": 2}}
                 await peer.stdin.aclose()
+            assert peer.returncode == 0
+
+
+def _official_body(size: int) -> bytes:
+    """What official_channel_worker.py's ``body(size)`` gives."""
+    block = hashlib.sha256(b"official").digest() * 2048
+    return (block * (size // len(block) + 1))[:size]
+
+
+async def test_official_sdk_worker_and_iii_trio_worker_stream_through_channels(
+    iii_engine: DevEngine,
+) -> None:
+    async with iii_trio.open_worker(iii_engine.url, name="trio-streams") as worker:
+
+        @worker.function("trio::consume")
+        async def consume(payload: dict[str, Any]) -> dict[str, Any]:
+            digest = hashlib.sha256()
+            size = 0
+            async for chunk in payload["source"]:
+                size += len(chunk)
+                digest.update(chunk)
+            return {"size": size, "sha256": digest.hexdigest()}
+
+        await worker.wait_registered()
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                peer = await start_peer(nursery, "official_channel_worker.py", iii_engine.url)
+                assert peer.stdout is not None
+                assert peer.stdin is not None
+                # The official worker made a channel, wrote into it and had us read it.
+                report = json.loads(await read_line(peer))
+                assert report["trio_saw"] == {"size": 1024 * 1024, "sha256": report["sent_sha256"]}
+
+                # An iii_trio writer, an official reader (text goes to its message callbacks).
+                into = await worker.create_channel()
+                data = bytes(range(256)) * 4096 + b"tail"
+                answers: dict[str, Any] = {}
+
+                async def official_consumes() -> None:
+                    answers["consume"] = await worker.trigger(
+                        "official::consume", {"source": into.reader_ref}
+                    )
+
+                async with trio.open_nursery() as streams:
+                    streams.start_soon(official_consumes)
+                    async with into.writer as writer:
+                        await writer.send_message("hello official")
+                        await writer.send_all(data)
+                assert answers["consume"] == {
+                    "size": len(data),
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "messages": ["hello official"],
+                }
+
+                # An official writer, an iii_trio reader.
+                out_of = await worker.create_channel()
+
+                async def official_produces() -> None:
+                    answers["produce"] = await worker.trigger(
+                        "official::produce", {"sink": out_of.writer, "size": 3 * 65536 + 7}
+                    )
+
+                async with trio.open_nursery() as streams:
+                    streams.start_soon(official_produces)
+                    reader = out_of.reader
+                    assert await reader.receive_message() == "header"
+                    received = b"".join([chunk async for chunk in reader])
+                assert received == _official_body(3 * 65536 + 7)
+                assert answers["produce"] == hashlib.sha256(received).hexdigest()
+
+                await peer.stdin.aclose()  # the peer shuts down when its stdin closes
             assert peer.returncode == 0

@@ -8,7 +8,8 @@ unusual, such as an ``action``, an ``error`` body or a field of the wrong type, 
 and left to the converter, which also words the errors.
 
 Also here is :func:`encode_json`, the serializer every frame goes through, since the encoders of
-this module must apply the same rule about NaN and infinities.
+this module must apply the same rule about NaN and infinities. Every encoder writes a channel ref
+or a live channel end found in a value as the ref's JSON object (see the notes on the hook).
 
 Sans-io: this module imports nothing but the standard library, orjson and its sibling modules.
 """
@@ -22,6 +23,7 @@ from typing import Any, Final
 
 import orjson
 
+from ._channels import json_default
 from ._messages import EnqueueAction, InvocationResult, InvokeFunction, TriggerAction
 
 __all__ = [
@@ -65,6 +67,11 @@ _L: Final = ord("l")
 # them), while a walk costs per item. So a large frame is first walked for a few items: a value
 # made of a large string or two, the usual shape of a large payload, is decided at once; one with
 # more items than that is searched.
+
+# Channel refs and live channel ends are written as refs by orjson's `default` hook. Passing the
+# hook costs every frame a few hundred instructions although orjson calls it only for a type it
+# does not know, so a value is first written without it, and again with it only if orjson
+# refused it (the hook refuses anything else with orjson's own message).
 
 #: Frames up to this size are searched; larger ones are walked first (see above).
 _SEARCHED_UP_TO: Final = 4096
@@ -112,7 +119,10 @@ def encode_json(value: Any) -> bytes:
         TypeError: the value is not JSON: an unsupported type (orjson's ``JSONEncodeError``),
             NaN or an infinity.
     """
-    frame = _dumps(value)
+    try:
+        frame = _dumps(value)
+    except TypeError:  # a channel ref or end, perhaps: see the notes on the hook
+        frame = _dumps(value, json_default)
     if _may_hold_non_finite(frame, value):
         reject_non_finite(value)
     return frame
@@ -248,7 +258,10 @@ def encode_call(
             else {"type": "void"}
         )
     # encode_json's test, with the byte test first (see the notes above _SEARCHED_UP_TO).
-    frame = _dumps(fields)
+    try:
+        frame = _dumps(fields)
+    except TypeError:  # a channel ref or end, perhaps: see the notes on the hook
+        frame = _dumps(fields, json_default)
     if not from_wire and _L in frame and _may_hold_non_finite(frame, fields):
         reject_non_finite(fields)
     return frame
@@ -303,7 +316,10 @@ def encode_result(
         fields["traceparent"] = traceparent
     if baggage is not None:
         fields["baggage"] = baggage
-    frame = _dumps(fields)
+    try:
+        frame = _dumps(fields)
+    except TypeError:  # a channel ref or end, perhaps: see the notes on the hook
+        frame = _dumps(fields, json_default)
     # Without a result nothing in the frame is a number, so there is nothing to look for.
     if not from_wire and result is not None and _may_hold_non_finite(frame, result):
         reject_non_finite(fields)

@@ -38,7 +38,15 @@ Task tree::
     │   └── _Server.handle                per worker connection:
     │       ├── reader (the handler)      decode → EngineState → queue frames → write them
     │       └── writer                    sends what the readers could not, one flush per batch
+    │                                     per channel socket (/ws/channels/{id}, one task each):
+    │                                     a writer's frames into the channel's bounded queue,
+    │                                     or the queue out to its reader
     └── _Server.run_timers                sleeps until EngineState.next_deadline, then tick()
+
+Channels (protocol.md section 6): the core's registry says which channels exist and attaches
+each end once; the shell keeps each channel's queue of frames (``buffer_size`` of them) and
+pumps it. A full queue stops the writer's socket being read, so the backpressure reaches the
+writer through TCP, and memory per channel stays at ``buffer_size`` frames.
 
 Every call into the core is synchronous and performing its outputs never blocks. Outputs are
 encoded at once and queued in the target connection's outbox; the reader that produced them
@@ -84,7 +92,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, NoReturn, final
+from typing import TYPE_CHECKING, Final, Literal, NoReturn, final
 
 import orjson
 import trio
@@ -119,6 +127,7 @@ from ._config import (
 )
 from ._engine import (
     BASELINE_ENGINE_VERSION,
+    ChannelDropped,
     CloseConnection,
     EngineState,
     EngineStatistics,
@@ -166,6 +175,9 @@ _JSON_WHITESPACE: Final = frozenset(b" \t\r\n")
 _CHANNEL_PATH: Final = "/ws/channels/"
 #: Routed frames between two writes within one read (see _Server._route_frames).
 _WRITE_EVERY: Final = 32
+#: Channel frames a reader's socket gets in one write, at most (and bytes, roughly).
+_CHANNEL_BATCH_FRAMES: Final = 64
+_CHANNEL_BATCH_BYTES: Final = 1024 * 1024
 #: The codec's logger: at DEBUG it reports unknown fields, which only its decode() does.
 _codec_logger: Final = logging.getLogger("iii_trio.protocol")
 #: What a reader routes without waiting for the outboxes it filled: invocations (the engine
@@ -563,7 +575,10 @@ class _Outbox:
     def write_out(self) -> None:
         """Send what was queued: now if the kernel takes it, else by the writer task."""
         self._dirty_listed = False
-        self.writer.write_soon()
+        if not self.writer.write_soon():
+            # No socket to try at once (an in-memory stream) and the writer task has not
+            # started yet: it writes this on its first turn.
+            self.writer.wake()
 
     def finish(self) -> None:
         self._closing = True
@@ -577,6 +592,19 @@ class _Outbox:
         while self.is_full and not self._closing and self.writer.usable:
             await self.writer.wait_for_room()
         await trio.lowlevel.checkpoint()  # the loop may not have run
+
+
+class _ChannelPipe:
+    """A channel's bounded queue of frames, ``(is_text, payload)``, between its two sockets:
+    ``buffer_size`` frames, as the engine's queue holds (protocol.md 6.5). Made when the first
+    end attaches; either end may come first."""
+
+    def __init__(self, buffer_size: int) -> None:
+        self.send, self.receive = trio.open_memory_channel[tuple[bool, Payload]](buffer_size)
+        self.writer_attached = False
+        self.reader_attached = False
+        self.writer_done = False
+        self.reader_done = False
 
 
 class _Server:
@@ -599,6 +627,8 @@ class _Server:
         #: calls finished or answers were written.
         self._progress = trio.Event()
         self._readers_waiting = 0
+        #: The queues of channels with an end attached, by channel id (see _ChannelPipe).
+        self._pipes: dict[str, _ChannelPipe] = {}
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -613,8 +643,9 @@ class _Server:
             problem = _channel_query_problem(request.query)
             if problem is not None:
                 return 400, f"Failed to deserialize query string: {problem}"
-            # No channel exists until engine::channels::create is implemented.
-            return 404, "Channel not found"
+            if self._state.channels.lookup(channel_id, request.query["key"][0]) is None:
+                return 404, "Channel not found"
+            return None
         return 404, ""
 
     async def handle(self, websocket: WebSocket, request: UpgradeRequest) -> None:
@@ -624,6 +655,8 @@ class _Server:
         try:
             if request.path == "/otel":
                 await _discard_telemetry(websocket)
+            elif request.path.startswith(_CHANNEL_PATH):
+                await self._serve_channel(websocket, request)
             else:
                 await self._serve_worker(websocket, request)
         except Exception:
@@ -858,6 +891,130 @@ class _Server:
             outbox.cancel_scope.cancel()
         await trio.lowlevel.checkpoint()  # the failure path may not have reached one
 
+    # -- channel data sockets (protocol.md 6.3-6.6) ------------------------------------------------
+
+    async def _serve_channel(self, websocket: WebSocket, request: UpgradeRequest) -> None:
+        """One end of a channel: a writer's frames go into the channel's queue, a reader gets
+        them; the registry has checked the key in :meth:`route` and attaches each end once."""
+        channel_id = request.path[len(_CHANNEL_PATH) :]
+        direction: Literal["read", "write"] = (
+            "read" if request.query["dir"][0] == "read" else "write"
+        )
+        try:
+            channel = self._state.channels.attach(channel_id, request.query["key"][0], direction)
+            if channel is None:
+                # Attached already (or swept since the upgrade): the engine accepts the upgrade
+                # and closes at once, with no status code.
+                logger.debug("channel %s: its %s end is attached already", channel_id, direction)
+                await websocket.aclose(code=None)
+                return
+            pipe = self._pipes.get(channel_id)
+            if pipe is None:
+                pipe = self._pipes[channel_id] = _ChannelPipe(channel.buffer_size)
+            if direction == "write":
+                pipe.writer_attached = True
+                await self._take_from_writer(websocket, pipe)
+            else:
+                pipe.reader_attached = True
+                await self._give_to_reader(websocket, pipe)
+            self._release_pipe(channel_id, pipe, direction)
+        finally:
+            if trio.current_effective_deadline() == -math.inf:
+                # The engine is shutting down: every socket is dropped without a close frame.
+                with trio.move_on_after(_ABORT_GRACE, shield=True):
+                    await websocket.abort()
+
+    async def _take_from_writer(self, websocket: WebSocket, pipe: _ChannelPipe) -> None:
+        """Queue every frame the writer sends, in order, text as text and binary as binary.
+
+        While the queue is full this task waits instead of reading, so TCP carries the
+        backpressure to the writer. The writer's close frame, or its socket failing or
+        ending, releases the channel's sender: the reader sees the end of the stream once the
+        queue is empty. If the reader has gone, the socket is dropped without a close frame.
+        """
+        queue = pipe.send
+        reader_gone = False
+        try:
+            while not reader_gone:
+                try:
+                    frames = await websocket.receive_messages()
+                except (TransportClosed, trio.ClosedResourceError):
+                    break
+                for is_text, payload in frames:
+                    if is_text and not is_utf8(payload):  # check_text=False: ours to check
+                        websocket.fail_invalid_text()
+                        break  # the next receive reports the failed connection
+                    try:
+                        try:
+                            queue.send_nowait((is_text, payload))
+                        except trio.WouldBlock:
+                            await queue.send((is_text, payload))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        reader_gone = True
+                        break
+        finally:
+            queue.close()
+        if reader_gone:
+            await websocket.abort()
+        else:
+            await trio.lowlevel.checkpoint()  # the loop may have ended without one
+
+    async def _give_to_reader(self, websocket: WebSocket, pipe: _ChannelPipe) -> None:
+        """Send the reader every queued frame, in order, several per write; once the writer has
+        finished and the queue is empty, a close frame without a status code.
+
+        The engine never reads a reader's socket (so it never answers a ping there). A reader
+        that went away is noticed when a write to it fails: the queue is closed then, which
+        makes the writer's next frame drop the writer's socket.
+        """
+        queue = pipe.receive
+        try:
+            async for first in queue:
+                batch = [first]
+                size = len(first[1])
+                while len(batch) < _CHANNEL_BATCH_FRAMES and size < _CHANNEL_BATCH_BYTES:
+                    try:
+                        item = queue.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    batch.append(item)
+                    size += len(item[1])
+                for is_text, payload in batch:
+                    if is_text:
+                        websocket.send_text(bytes(payload))
+                    else:
+                        websocket.send_binary(payload)
+                del batch
+                await websocket.writer.flush()
+        except (TransportClosed, trio.ClosedResourceError):
+            queue.close()
+            await websocket.abort()
+            return
+        finally:
+            queue.close()
+        await websocket.aclose(code=None)
+
+    def _release_pipe(
+        self, channel_id: str, pipe: _ChannelPipe, direction: Literal["read", "write"]
+    ) -> None:
+        if direction == "write":
+            pipe.writer_done = True
+        else:
+            pipe.reader_done = True
+        if pipe.writer_done and pipe.reader_done and self._pipes.get(channel_id) is pipe:
+            del self._pipes[channel_id]
+
+    def _drop_channel(self, channel_id: str) -> None:
+        """The sweep removed the channel: release the ends nobody attached, so that an attached
+        reader gets the end of the stream and an attached writer's next frame drops it."""
+        pipe = self._pipes.pop(channel_id, None)
+        if pipe is None:
+            return
+        if not pipe.writer_attached:
+            pipe.send.close()
+        if not pipe.reader_attached:
+            pipe.receive.close()
+
     # -- outputs and timers ------------------------------------------------------------------------
 
     def _perform(self, outputs: list[Output]) -> _Outbox | None:
@@ -878,6 +1035,8 @@ class _Server:
                         full = outbox
             elif isinstance(output, CloseConnection):
                 self._close(output)
+            elif isinstance(output, ChannelDropped):
+                self._drop_channel(output.channel_id)
             elif isinstance(output, TimerArmed):
                 if output.deadline < self._timer_deadline:
                     self._timer_wakeup.set()
@@ -976,6 +1135,9 @@ def _channel_query_problem(query: Mapping[str, list[str]]) -> str | None:
     directions = query.get("dir")
     if not directions:
         return "missing field `dir`"
+    for field in ("key", "dir"):
+        if len(query[field]) > 1:
+            return f"duplicate field `{field}`"
     if directions[0] not in ("read", "write"):
         return f"unknown variant `{directions[0]}`, expected `read` or `write`"
     return None

@@ -27,8 +27,9 @@ class RawWorker:
         self._inbox: collections.deque[Message] = collections.deque()
 
     @classmethod
-    async def connect(cls, url: str) -> RawWorker:
-        websocket = await connect_websocket(url)
+    async def connect(cls, url: str, **options: Any) -> RawWorker:
+        """Connect to ``url``; ``options`` go to :func:`connect_websocket`."""
+        websocket = await connect_websocket(url, **options)
         first = await _receive_one(websocket, collections.deque())
         assert isinstance(first, WorkerRegistered), first
         return cls(websocket, first)

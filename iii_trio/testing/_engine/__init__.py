@@ -16,6 +16,8 @@ Where things are
 - :mod:`._timers`: one deadline heap for the core and every plugin.
 - :mod:`._introspection`: ``iii-engine-functions``, the ``engine::*`` functions and the
   discovery trigger types.
+- :mod:`._channels`: the channel registry (section 6): ids, access keys, buffer sizes, which
+  ends are attached, and the sweep of abandoned channels.
 - :mod:`._enqueue`: how an enqueue action reaches the queue provider.
 - :mod:`._pubsub`: ``iii-pubsub``, ``publish`` and the ``subscribe`` trigger type.
 - :mod:`._queues`: ``iii-queue``, named and topic queues with retries and dead letters, and
@@ -44,9 +46,10 @@ Theory of operation
 passing the current time each time (the core never reads a clock). Every call returns a list of
 outputs for the shell to perform in order: :class:`Send` a message to a connection,
 :class:`CloseConnection`, :class:`TimerArmed` (wake the timer earlier), :class:`HttpRequest`
-(perform an HTTP-invoked function's call, then report the outcome to the plugin that asked), or
-one of the informational worker events the shell logs. Wall-clock values (cron's schedule, log
-timestamps) are that time plus an offset the shell measures once (:meth:`EngineState.unix_time`).
+(perform an HTTP-invoked function's call, then report the outcome to the plugin that asked),
+:class:`ChannelDropped` (release a swept channel's queue and sockets), or one of the
+informational worker events the shell logs. Wall-clock values (cron's schedule, log timestamps)
+are that time plus an offset the shell measures once (:meth:`EngineState.unix_time`).
 
 Two shortcuts serve the messages every routed call consists of: :meth:`EngineState.route_invocation`
 and :meth:`EngineState.route_result` take plain field values and return plain values, building
@@ -82,7 +85,10 @@ Where the spec is silent
   core without it drops them as an engine without ``iii-http-functions`` does.
 """
 
+from ._channels import ChannelRegistry as ChannelRegistry
+from ._channels import StreamChannel as StreamChannel
 from ._model import BASELINE_ENGINE_VERSION as BASELINE_ENGINE_VERSION
+from ._model import ChannelDropped as ChannelDropped
 from ._model import CloseConnection as CloseConnection
 from ._model import EngineStatistics as EngineStatistics
 from ._model import HttpRequest as HttpRequest
@@ -101,6 +107,8 @@ from ._state import EngineState as EngineState
 
 __all__ = [
     "BASELINE_ENGINE_VERSION",
+    "ChannelDropped",
+    "ChannelRegistry",
     "CloseConnection",
     "EngineStatistics",
     "EnginePlugin",
@@ -109,6 +117,7 @@ __all__ = [
     "NamespaceState",
     "Output",
     "Send",
+    "StreamChannel",
     "TimerArmed",
     "WorkerAnnounced",
     "WorkerConnected",

@@ -64,6 +64,7 @@ class EngineFunctions(EnginePlugin):
 
     def functions(self) -> Mapping[str, BuiltinFunction]:
         table = {
+            "engine::channels::create": (self._create_channel, "CreateChannelInput"),
             "engine::functions::list": (self._functions_list, "ListFunctionsInput"),
             "engine::functions::info": (self._functions_info, "FunctionInfoInput"),
             "engine::triggers::list": (self._triggers_list, "ListTriggersInput"),
@@ -100,6 +101,10 @@ class EngineFunctions(EnginePlugin):
 
     def _register_worker(self, call: Call, data: Input, out: list[Output]) -> JSON:
         return self._engine.register_worker(call, data, out)
+
+    def _create_channel(self, call: Call, data: Input, out: list[Output]) -> JSON:
+        channel = self._engine.channels.create(data.optional_usize("buffer_size"), call.now, out)
+        return {"writer": channel.ref("write"), "reader": channel.ref("read")}
 
     def _register_trigger(self, call: Call, data: Input, out: list[Output]) -> JSON:
         return self._engine.register_durable_trigger(call, data, out)
@@ -515,6 +520,7 @@ def _is_internal_function(function: Function) -> bool:
 
 
 _DESCRIPTIONS: Final = {
+    "engine::channels::create": "Create a streaming channel pair",
     "engine::functions::list": "List registered functions",
     "engine::functions::info": "Describe one or more registered functions",
     "engine::triggers::list": "List trigger types",

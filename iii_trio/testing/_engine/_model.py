@@ -127,6 +127,15 @@ class HttpRequest:
         return headers
 
 
+@attrs.frozen
+class ChannelDropped:
+    """The sweep removed channel ``channel_id`` (section 6.6): the shell releases what it holds
+    for it, so that an attached reader sees the end of the stream and an attached writer's
+    socket is dropped."""
+
+    channel_id: str
+
+
 Output: TypeAlias = (
     Send
     | CloseConnection
@@ -135,6 +144,7 @@ Output: TypeAlias = (
     | WorkerAnnounced
     | WorkerDisconnected
     | HttpRequest
+    | ChannelDropped
 )
 
 #: How the engine itself performs a function for its owner (an HTTP-invoked function): called

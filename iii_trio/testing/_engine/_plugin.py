@@ -202,6 +202,16 @@ class Input:
             raise self.fail(f"invalid value: integer `{value}`, expected u32")
         return value
 
+    def optional_usize(self, key: str) -> int | None:
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self._invalid_type(value, "usize")
+        if not 0 <= value <= 0xFFFFFFFFFFFFFFFF:
+            raise self.fail(f"invalid value: integer `{value}`, expected usize")
+        return value
+
     def optional_str_list(self, key: str) -> list[str] | None:
         value = self._data.get(key)
         if value is None:

@@ -38,6 +38,7 @@ from ..._protocol._messages import (
     VoidAction,
     WorkerRegistered,
 )
+from ._channels import ChannelRegistry
 from ._enqueue import route_enqueue
 from ._introspection import EngineFunctions
 from ._model import (
@@ -136,6 +137,8 @@ class EngineState:
     - the tables, read-only: :attr:`connections`, :attr:`functions`, :attr:`trigger_types`,
       :attr:`bindings`, :attr:`in_process_workers`, and :attr:`version`, :attr:`started_at_ms`;
       :attr:`now` and :meth:`unix_time`;
+    - :attr:`channels`, the channel registry (which the shell also asks before it attaches a
+      channel's data socket);
     - :meth:`arm` a timer; :meth:`answer` a caller; :meth:`start_call` to invoke a worker's
       function from the engine and continue when it answers; :meth:`fire_trigger` to deliver an
       event to every binding of an engine trigger type, :meth:`fire_binding` to one;
@@ -176,6 +179,8 @@ class EngineState:
         self._awaited_acks: dict[str, _AwaitedAck] = {}
         self._timers = Timers()
         self._builtins: dict[str, BuiltinFunction] = {}
+        #: Every channel ``engine::channels::create`` made (section 6; plugin interface).
+        self.channels = ChannelRegistry(self.new_id, self.arm)
 
         # The listener that serves the WebSocket port owns no functions of its own.
         workers = [InProcessWorker(self.new_id(), "iii-worker-manager", (), ())]
