@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +14,8 @@ import pytest
 
 from iii_trio.testing import DevEngine
 
+pytest_plugins = ["pytester"]
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
@@ -20,6 +24,7 @@ import queue_dead_letter  # noqa: E402
 import quickstart  # noqa: E402
 import streaming  # noqa: E402
 import trigger_type  # noqa: E402
+import two_workers  # noqa: E402
 
 
 def run_example(script: str) -> tuple[subprocess.CompletedProcess[str], float]:
@@ -140,3 +145,52 @@ def test_streaming_script_runs_on_its_embedded_engine() -> None:
     assert completed.returncode == 0, completed.stderr
     assert "sha256 matches: True" in completed.stdout
     assert completed.stderr == ""
+
+
+ORDERS = [
+    "{'item': 'apple', 'reserved': 4, 'total': 2.0}",
+    "{'item': 'pear', 'reserved': 2, 'total': 1.5}",
+]
+
+
+async def test_two_workers_main_call_each_other(
+    iii_engine: DevEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await two_workers.main(iii_engine.url)
+    assert capsys.readouterr().out.splitlines() == ORDERS
+
+
+def test_two_workers_script_runs_on_its_embedded_engine() -> None:
+    completed, _ = run_example("two_workers.py")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == ORDERS
+    assert completed.stderr == ""
+
+
+def test_the_worker_test_example_passes_in_a_plain_project(pytester: pytest.Pytester) -> None:
+    for name in ("test_stock_worker.py", "two_workers.py"):
+        (pytester.path / name).write_text((EXAMPLES / name).read_text(encoding="utf-8"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_the_cli_script_drives_the_dev_engine_with_trigger() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PORT": str(port)}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    completed = subprocess.run(
+        ["sh", str(EXAMPLES / "cli_trigger.sh")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout.split("\n}\n")[0] + "}") == {
+        "new_value": "hello",
+        "old_value": None,
+    }
+    assert '"hello"\n[\n  "hello"\n]' in completed.stdout
