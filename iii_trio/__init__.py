@@ -18,6 +18,7 @@ from ._context import use_context as use_context
 from ._exceptions import ChannelClosed as ChannelClosed
 from ._exceptions import ConnectionLost as ConnectionLost
 from ._exceptions import EngineUnavailable as EngineUnavailable
+from ._exceptions import Forbidden as Forbidden
 from ._exceptions import FunctionNotFound as FunctionNotFound
 from ._exceptions import IIIError as IIIError
 from ._exceptions import InvocationError as InvocationError
@@ -70,6 +71,7 @@ __all__ = [
     "ConnectionState",
     "Context",
     "EngineUnavailable",
+    "Forbidden",
     "FunctionInfo",
     "FunctionNotFound",
     "FunctionRef",

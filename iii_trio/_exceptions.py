@@ -11,7 +11,8 @@
     ├── UnexpectedFrame           a channel's next frame is text where bytes were asked, or back
     ├── TriggerRegistrationError  the engine refused a trigger binding (.code, .message)
     └── InvocationError           the remote function failed (.code, .message, .stacktrace, ...)
-        └── FunctionNotFound      code == "function_not_found"
+        ├── FunctionNotFound      code == "function_not_found"
+        └── Forbidden             code == "FORBIDDEN" (the engine's access control said no)
 
 Misuse after a worker's block has exited raises :class:`trio.ClosedResourceError`; cancellation
 and :class:`trio.TooSlowError` pass through untouched. This module imports nothing but the stdlib,
@@ -24,6 +25,7 @@ __all__ = [
     "ChannelClosed",
     "ConnectionLost",
     "EngineUnavailable",
+    "Forbidden",
     "FunctionNotFound",
     "IIIError",
     "InvocationError",
@@ -224,8 +226,9 @@ class InvocationError(IIIError):
         invocation_id: str | None = None,
     ) -> InvocationError:
         """Build the most specific error class for a wire error body:
-        :class:`FunctionNotFound` for ``function_not_found``, else :class:`InvocationError`."""
-        cls = FunctionNotFound if code == "function_not_found" else InvocationError
+        :class:`FunctionNotFound` for ``function_not_found``, :class:`Forbidden` for
+        ``FORBIDDEN``, else :class:`InvocationError`."""
+        cls = _BY_CODE.get(code, InvocationError)
         return cls(
             code,
             message,
@@ -237,3 +240,14 @@ class InvocationError(IIIError):
 
 class FunctionNotFound(InvocationError):
     """No function with that id is registered in the namespace the call resolved in."""
+
+
+class Forbidden(InvocationError):
+    """The engine's access control (RBAC) refused the call: the function is not exposed to this
+    worker's session."""
+
+
+_BY_CODE: dict[str, type[InvocationError]] = {
+    "function_not_found": FunctionNotFound,
+    "FORBIDDEN": Forbidden,
+}

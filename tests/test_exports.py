@@ -150,6 +150,7 @@ def test_public_class_reports_the_package_as_its_module(name: str, cls: type) ->
         ("TriggerRegistrationError", iii_trio.IIIError),
         ("InvocationError", iii_trio.IIIError),
         ("FunctionNotFound", iii_trio.InvocationError),
+        ("Forbidden", iii_trio.InvocationError),
     ],
 )
 def test_exception_has_the_parent_the_api_contract_draws(name: str, parent: type) -> None:
@@ -159,7 +160,7 @@ def test_exception_has_the_parent_the_api_contract_draws(name: str, parent: type
 
 def test_every_exported_exception_is_an_iii_error() -> None:
     exceptions = [cls for _, cls in _public_classes() if issubclass(cls, BaseException)]
-    assert len(exceptions) == 10
+    assert len(exceptions) == 11
     for cls in exceptions:
         assert issubclass(cls, iii_trio.IIIError), cls
 
