@@ -25,7 +25,7 @@ import trio
 
 import iii_trio
 from iii_trio import HttpAuth, HttpInvocation
-from iii_trio.testing import open_dev_engine
+from iii_trio.testing import engine_url
 
 SECRET_VARIABLE = "QUOTE_SIGNING_SECRET"
 PRICES = {"widget": 9.99, "sprocket": 2.5}
@@ -112,12 +112,8 @@ async def main(url: str) -> None:
 
 
 async def run() -> None:
-    url = os.environ.get("III_URL")
-    if url:
+    async with engine_url() as url:  # $III_URL, else a dev engine started here
         await main(url)
-        return
-    async with open_dev_engine() as engine:
-        await main(engine.url)
 
 
 if __name__ == "__main__":

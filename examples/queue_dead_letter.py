@@ -9,13 +9,12 @@ brings the processor back and redrives it. Run it with ``python examples/queue_d
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import trio
 
 import iii_trio
-from iii_trio.testing import open_dev_engine
+from iii_trio.testing import engine_url
 
 QUEUE = "payments"
 
@@ -73,12 +72,8 @@ async def main(url: str) -> None:
 
 
 async def run() -> None:
-    url = os.environ.get("III_URL")
-    if url:
+    async with engine_url() as url:  # $III_URL, else a dev engine started here
         await main(url)
-        return
-    async with open_dev_engine() as engine:
-        await main(engine.url)
 
 
 if __name__ == "__main__":

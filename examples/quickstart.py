@@ -7,13 +7,11 @@ engine in-process, so no iii binary is needed; with ``III_URL`` set (for example
 
 from __future__ import annotations
 
-import os
-
 import attrs
 import trio
 
 import iii_trio
-from iii_trio.testing import open_dev_engine
+from iii_trio.testing import engine_url
 
 
 @attrs.frozen
@@ -45,12 +43,8 @@ async def main(url: str) -> None:
 
 
 async def run() -> None:
-    url = os.environ.get("III_URL")
-    if url:
+    async with engine_url() as url:  # $III_URL, else a dev engine started here
         await main(url)
-        return
-    async with open_dev_engine() as engine:
-        await main(engine.url)
 
 
 if __name__ == "__main__":

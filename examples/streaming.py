@@ -13,13 +13,12 @@ a fast writer back until the reader catches up.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any
 
 import trio
 
 import iii_trio
-from iii_trio.testing import open_dev_engine
+from iii_trio.testing import engine_url
 
 
 async def main(url: str) -> None:
@@ -75,12 +74,8 @@ async def main(url: str) -> None:
 
 
 async def run() -> None:
-    url = os.environ.get("III_URL")
-    if url:
+    async with engine_url() as url:  # $III_URL, else a dev engine started here
         await main(url)
-        return
-    async with open_dev_engine() as engine:
-        await main(engine.url)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,11 @@ engine starts in-process unless ``III_URL`` names an engine).
 
 from __future__ import annotations
 
-import os
-
 import attrs
 import trio
 
 import iii_trio
-from iii_trio.testing import open_dev_engine
+from iii_trio.testing import engine_url
 
 PRICES = {"apple": 0.5, "pear": 0.75}
 
@@ -63,12 +61,8 @@ async def main(url: str) -> None:
 
 
 async def run() -> None:
-    url = os.environ.get("III_URL")
-    if url:
+    async with engine_url() as url:  # $III_URL, else a dev engine started here
         await main(url)
-        return
-    async with open_dev_engine() as engine:
-        await main(engine.url)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from iii_trio.testing import DevEngine
+import iii_trio
+from iii_trio.testing import DevEngine, engine_url
 
 pytest_plugins = ["pytester"]
 
@@ -194,3 +195,15 @@ def test_the_cli_script_drives_the_dev_engine_with_trigger() -> None:
         "old_value": None,
     }
     assert '"hello"\n[\n  "hello"\n]' in completed.stdout
+
+
+async def test_engine_url_is_iii_url_when_set_else_a_dev_engine_for_the_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("III_URL", "ws://engine.example:49134")
+    async with engine_url() as url:
+        assert url == "ws://engine.example:49134"
+    monkeypatch.setenv("III_URL", "  ")
+    async with engine_url() as url, iii_trio.open_worker(url, name="probe") as worker:
+        assert url.startswith("ws://127.0.0.1:")
+        assert worker.connection_state is iii_trio.ConnectionState.CONNECTED

@@ -12,6 +12,7 @@
 from ._config import ConfigError as ConfigError
 from ._config import EngineConfig as EngineConfig
 from ._dev_engine import DevEngine as DevEngine
+from ._dev_engine import engine_url as engine_url
 from ._dev_engine import load_config as load_config
 from ._dev_engine import open_dev_engine as open_dev_engine
 from ._dev_engine import serve_dev_engine as serve_dev_engine
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "DevEngine",
     "EngineConfig",
+    "engine_url",
     "load_config",
     "open_dev_engine",
     "serve_dev_engine",

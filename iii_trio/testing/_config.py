@@ -85,6 +85,7 @@ import yaml
 
 from ._engine._builtins import BUILTIN_WORKERS as PLUGIN_WORKERS
 from ._engine._builtins import BlockError
+from ._engine._builtins import describe_setting as _kind
 from ._engine._http_functions import HTTP_FUNCTIONS, HttpSecurity
 from ._engine._observability import (
     OBSERVABILITY,
@@ -372,25 +373,6 @@ def _yaml_problem(error: yaml.YAMLError) -> str:
     if context:
         text += f" ({context})"
     return " ".join(text.split())
-
-
-def _kind(value: object) -> str:
-    """What a YAML value is, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return f"a boolean ({value!r})"
-    if isinstance(value, int):
-        return f"an integer ({value!r})"
-    if isinstance(value, float):
-        return f"a number ({value!r})"
-    if isinstance(value, str):
-        return f"a string ({value!r})"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return f"a {type(value).__name__} ({value!r})"
 
 
 @attrs.define

@@ -153,6 +153,7 @@ __all__ = [
     "DEV_ENGINE_VERSION",
     "OUTBOX_CAPACITY",
     "DevEngine",
+    "engine_url",
     "load_config",
     "open_dev_engine",
     "serve_dev_engine",
@@ -263,6 +264,25 @@ def load_config(
         environ=os.environ if environ is None else environ,
         engine_version=DEV_ENGINE_VERSION,
     )
+
+
+@asynccontextmanager
+async def engine_url(variable: str = "III_URL") -> AsyncIterator[str]:
+    """The URL of an engine for the block: the environment variable ``variable`` when it is set
+    (an engine of your own), else a dev engine's, started for the block with
+    :func:`open_dev_engine`'s defaults. What the examples use to run anywhere::
+
+        async with engine_url() as url:
+            async with iii_trio.open_worker(url) as worker:
+                ...
+    """
+    url = os.environ.get(variable, "").strip()
+    if url:
+        await trio.lowlevel.checkpoint()
+        yield url
+        return
+    async with open_dev_engine() as engine:
+        yield engine.url
 
 
 @asynccontextmanager
