@@ -1,0 +1,320 @@
+"""The dev engine's REST API (``iii-http``) through real sockets: httpx against its port,
+handlers in iii_trio workers on the engine's WebSocket port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+import iii_trio
+from iii_trio.testing import DevEngine, open_dev_engine
+from iii_trio.testing._config import parse_config
+from iii_trio.testing._dev_engine import DEV_ENGINE_VERSION
+
+DEADLINE = 10.0
+PERMISSIVE = {
+    "vary": "origin, access-control-request-method, access-control-request-headers",
+    "access-control-allow-origin": "*",
+    "access-control-expose-headers": "*",
+}
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[DevEngine]:
+    async with open_dev_engine() as running:
+        yield running
+
+
+@pytest.fixture
+async def client(engine: DevEngine) -> AsyncIterator[httpx.AsyncClient]:
+    assert engine.http_url is not None
+    async with httpx.AsyncClient(base_url=engine.http_url, timeout=DEADLINE) as http:
+        yield http
+
+
+async def echo(request: dict[str, Any]) -> dict[str, Any]:
+    seen = {key: value for key, value in request.items() if key not in ("request_body", "response")}
+    return {"status_code": 201, "headers": {"X-Seen": "yes"}, "body": seen}
+
+
+async def test_a_route_gets_the_request_payload_and_answers_with_its_return_value(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::echo", echo)
+            await worker.register_trigger(
+                "http",
+                "http::echo",
+                {"api_path": "items/:id/sub/:name", "http_method": "get"},
+                metadata={"m": 1},
+            )
+            response = await client.get(
+                "/items/abc%20x/sub/n1?q=hello&q=second&plus=a+b&empty=",
+                headers={"X-Repeat": "1"},
+            )
+    assert response.status_code == 201
+    assert response.headers["x-seen"] == "yes"
+    assert response.headers["content-type"] == "application/json"
+    for name, value in PERMISSIVE.items():
+        assert response.headers[name] == value
+    seen = response.json()
+    assert seen["path_params"] == {"id": "abc%20x", "name": "n1"}
+    assert seen["query_params"] == {"q": "second", "plus": "a b", "empty": ""}
+    assert seen["path"] == "items/:id/sub/:name"
+    assert seen["method"] == "GET"
+    assert seen["body"] is None
+    assert seen["trigger"] == {"type": "http", "path": "items/:id/sub/:name", "method": "GET"}
+    assert seen["headers"]["x-repeat"] == "1"
+    assert "_caller_worker_id" not in seen
+
+
+async def test_unknown_paths_get_404_and_other_methods_405(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::echo", echo)
+            await worker.register_trigger("http", "http::echo", {"api_path": "/only/get"})
+            missing = await client.post("/no/such/route")
+            other_method = await client.post("/only/get")
+            trailing = await client.get("/only/get/")
+            preflight = await client.options("/only/get")
+    assert missing.status_code == 404
+    assert missing.content == b'{"error":{"code":"NOT_FOUND","message":"Not Found"}}'
+    assert missing.headers["access-control-allow-origin"] == "*"
+    assert other_method.status_code == 405
+    assert other_method.headers["allow"] == "GET"
+    assert other_method.content == b""
+    assert trailing.status_code == 404
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-methods"] == "*"
+    assert preflight.headers["allow"] == "GET"
+
+
+@pytest.mark.parametrize(
+    ("result", "status", "content_type", "body"),
+    [
+        ({"status_code": 201, "headers": {"Content-Type": "text/plain"}, "body": "hi"}, 201,
+         "text/plain", b"hi"),
+        ({"status_code": 201, "body": "hi"}, 201, "application/json", b'"hi"'),
+        ({"headers": ["X-B: 2", "bad"], "body": {"k": 1}}, 200, "application/json", b'{"k":1}'),
+        ("plain string", 200, "application/json", b"{}"),
+        ({"statusCode": 201, "body": "x"}, 200, "application/json", b'"x"'),
+        ({"status_code": 99, "body": "x"}, 200, "application/json", b'"x"'),
+    ],
+)  # fmt: skip
+async def test_return_values_map_to_responses(
+    engine: DevEngine,
+    client: httpx.AsyncClient,
+    result: Any,
+    status: int,
+    content_type: str,
+    body: bytes,
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::fixed", lambda request: result)
+            await worker.register_trigger("http", "http::fixed", {"api_path": "fixed"})
+            response = await client.get("/fixed")
+    assert response.status_code == status
+    assert response.headers["content-type"] == content_type
+    assert response.content == body
+
+
+async def test_a_failing_handler_gets_the_500_envelope(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    async def broken(request: Any) -> None:
+        raise RuntimeError("boom")
+
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::broken", broken)
+            await worker.register_trigger("http", "http::broken", {"api_path": "broken"})
+            failed = await client.get("/broken")
+            function = worker.register_function("http::gone", echo)
+            await worker.register_trigger("http", "http::gone", {"api_path": "gone"})
+            function.unregister()
+            await trio.sleep(0.1)
+            gone = await client.get("/gone")
+    assert failed.status_code == 500
+    error = failed.json()["error"]
+    assert error["code"] == "invocation_failed"
+    assert "boom" in error["message"]
+    assert int(error["error_id"], 16) >= 0
+    assert gone.status_code == 500
+    assert gone.json()["error"]["code"] == "function_not_found"
+
+
+async def test_conflicting_and_missing_paths_are_refused(engine: DevEngine) -> None:
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::echo", echo)
+            await worker.register_trigger("http", "http::echo", {"api_path": "/c/:a/:b"})
+            with pytest.raises(iii_trio.TriggerRegistrationError) as conflict:
+                await worker.register_trigger("http", "http::echo", {"api_path": "/c/:b/:a"})
+            with pytest.raises(iii_trio.TriggerRegistrationError) as missing:
+                await worker.register_trigger("http", "http::echo", {"http_method": "GET"})
+    assert conflict.value.code == "trigger_registration_failed"
+    assert conflict.value.message == (
+        "Route 'GET /c/:b/:a' conflicts with already-registered route 'GET /c/:a/:b': routes "
+        "with identical structure but different path-parameter names are not supported"
+    )
+    assert missing.value.message == "api_path is required for http triggers"
+
+
+async def test_the_last_registration_of_a_route_wins(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::a", lambda request: {"body": "a"})
+            worker.register_function("http::b", lambda request: {"body": "b"})
+            first = await worker.register_trigger("http", "http::a", {"api_path": "same"})
+            await worker.register_trigger("http", "http::b", {"api_path": "/same"})
+            first.unregister()
+            await trio.sleep(0.1)
+            response = await client.get("/same")
+    assert response.json() == "b"
+
+
+async def test_a_handler_that_never_answers_gets_504_after_default_timeout() -> None:
+    text = "workers:\n  - name: iii-http\n    config: {port: 0, default_timeout: 200}\n"
+    config = parse_config(text, source="config.yaml", environ={}, engine_version=DEV_ENGINE_VERSION)
+
+    async def stuck(request: Any) -> None:
+        await trio.sleep_forever()
+
+    with trio.fail_after(DEADLINE):
+        async with open_dev_engine(config=config) as engine:
+            assert engine.http_url is not None
+            async with (
+                iii_trio.open_worker(engine.url) as worker,
+                httpx.AsyncClient(base_url=engine.http_url) as client,
+            ):
+                worker.register_function("http::stuck", stuck)
+                await worker.register_trigger("http", "http::stuck", {"api_path": "stuck"})
+                response = await client.get("/stuck")
+    assert response.status_code == 504
+    assert response.content == b""
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_a_handler_streams_its_response_through_the_channel(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    async def streamer(request: iii_trio.ApiRequest) -> None:
+        writer = request.response
+        assert isinstance(writer, iii_trio.ChannelWriter)
+        async with writer:
+            await writer.send_message('{"type":"set_status","status_code":207}')
+            await writer.send_message('{"type":"set_headers","headers":{"x-stream":"yes"}}')
+            await writer.send_all(b"part1-")
+            await writer.send_message('{"type":"set_status","status_code":500}')
+            await writer.send_all(b"part2")
+
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::stream", streamer)
+            await worker.register_trigger("http", "http::stream", {"api_path": "stream"})
+            response = await client.get("/stream")
+    assert response.status_code == 207
+    assert response.headers["x-stream"] == "yes"
+    assert response.headers["transfer-encoding"] == "chunked"
+    assert response.content == b"part1-part2"
+
+
+async def test_a_writer_closed_without_data_gives_an_empty_response(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    async def teapot(request: iii_trio.ApiRequest) -> dict[str, Any]:
+        writer = request.response
+        assert isinstance(writer, iii_trio.ChannelWriter)
+        async with writer:
+            await writer.send_message('{"type":"set_status","status_code":418}')
+            await writer.send_message('{"type":"set_headers","headers":{"x-t":"1"}}')
+        return {"status_code": 200, "body": "ignored"}
+
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::teapot", teapot)
+            await worker.register_trigger("http", "http::teapot", {"api_path": "teapot"})
+            response = await client.get("/teapot")
+    assert response.status_code == 418
+    assert response.headers["x-t"] == "1"
+    assert response.content == b""
+
+
+async def test_request_bodies_reach_the_handler(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    async def body_echo(request: iii_trio.ApiRequest) -> dict[str, Any]:
+        reader = request.request_body
+        assert isinstance(reader, iii_trio.ChannelReader)
+        raw = b""
+        async with reader:
+            while chunk := await reader.receive_some():
+                raw += chunk
+        return {"body": {"parsed": request.body, "raw": raw.decode()}}
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for part in (b"x=1&", b"y=two+words"):
+            yield part
+
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::body", body_echo)
+            await worker.register_trigger(
+                "http", "http::body", {"api_path": "body", "http_method": "POST"}
+            )
+            as_json = await client.post("/body", json={"a": [1, 2]})
+            bad_json = await client.post(
+                "/body", content=b"{bad", headers={"content-type": "application/json"}
+            )
+            form = await client.post("/body", data={"x": "1", "y": "two words"})
+            streamed = await client.post("/body", content=chunks())
+    assert as_json.json() == {"parsed": {"a": [1, 2]}, "raw": '{"a":[1,2]}'}
+    assert bad_json.json() == {"parsed": None, "raw": "{bad"}
+    assert form.json() == {"parsed": None, "raw": "x=1&y=two+words"}
+    assert streamed.json() == {"parsed": None, "raw": "x=1&y=two+words"}
+
+
+async def test_a_condition_that_says_no_gets_422(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::echo", echo)
+            worker.register_function(
+                "http::only-admin", lambda request: request["query_params"].get("who") == "admin"
+            )
+            await worker.register_trigger(
+                "http",
+                "http::echo",
+                {"api_path": "guarded", "condition_function_id": "http::only-admin"},
+            )
+            refused = await client.get("/guarded?who=guest")
+            allowed = await client.get("/guarded?who=admin")
+    assert refused.status_code == 422
+    assert refused.json() == {
+        "error": {"code": "CONDITION_NOT_MET", "message": "Request condition not met"},
+        "skipped": True,
+    }
+    assert allowed.status_code == 201
+
+
+async def test_http_port_and_http_url() -> None:
+    with trio.fail_after(DEADLINE):
+        async with open_dev_engine(http_port=0) as engine:
+            assert engine.http_url is not None
+            assert engine.http_url.startswith("http://127.0.0.1:")
+        async with open_dev_engine(without=["iii-http"]) as engine:
+            assert engine.http_url is None
+    with pytest.raises(TypeError, match="http_port"):
+        async with open_dev_engine(http_port="3111"):  # type: ignore[arg-type]
+            pass
