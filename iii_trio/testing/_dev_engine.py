@@ -304,10 +304,11 @@ async def open_dev_engine(
             :func:`load_config` read from one). Each of its ``iii-worker-manager`` entries is a
             listener, the first one the main one; ``host`` and ``port`` replace the main one's
             address when given. An ``iii-http-functions`` entry's ``security`` settings apply to
-            HTTP-invoked functions. The built-in workers the dev engine runs (``iii-state``,
-            ``iii-stream``, ``iii-queue``, ``iii-pubsub``, ``iii-cron``) run when listed, with
-            their blocks; ``iii-observability`` always runs, with its entry's settings if there
-            is one. Other workers are not emulated yet: each is logged once at INFO and ignored.
+            HTTP-invoked functions. The built-in workers the dev engine runs (``iii-http``,
+            ``iii-state``, ``iii-stream``, ``iii-queue``, ``iii-pubsub``, ``iii-cron``) run when
+            listed, with their blocks; ``iii-observability`` always runs, with its entry's
+            settings if there is one. Other workers are not emulated yet: each is logged once at
+            INFO and ignored.
         namespace_grace: seconds a new connection's registrations wait for
             ``engine::workers::register`` before they go to namespace ``default``. Defaults to
             ``$III_NAMESPACE_GRACE_MS`` (milliseconds), else the config's

@@ -34,6 +34,7 @@ from ._engine._http_api import (
     RequestFacts,
     RouteMatch,
     control_frame,
+    cors_headers,
     parse_json_body,
 )
 
@@ -42,12 +43,6 @@ __all__ = ["HttpApiBridge", "serve_http_api"]
 logger = logging.getLogger("iii_trio.dev_engine")
 
 _READ_SIZE: Final = 65536
-#: Every response but a 504 and a failed build, while no ``cors`` block restricts them.
-_PERMISSIVE_CORS: Final = (
-    ("vary", "origin, access-control-request-method, access-control-request-headers"),
-    ("access-control-allow-origin", "*"),
-    ("access-control-expose-headers", "*"),
-)
 
 Frame = tuple[bool, bytes | bytearray | memoryview]
 
@@ -156,12 +151,18 @@ class _HttpApiServer:
             query=query,
             headers=[(name.decode("latin-1").lower(), value) for name, value in request.headers],
         )
+        origin = next(
+            (value.decode("latin-1") for name, value in facts.headers[::-1] if name == "origin"),
+            None,
+        )
+        cors = cors_headers(self._api.settings.cors, origin, preflight=False)
         if method == "OPTIONS":
-            await _send_reply(connection, stream, self._api.preflight(path), method)
+            preflight = cors_headers(self._api.settings.cors, origin, preflight=True)
+            await _send_reply(connection, stream, self._api.preflight(path), method, preflight)
             return
         matched = self._api.match(method, path)
         if isinstance(matched, HttpReply):
-            await _send_reply(connection, stream, matched, method)
+            await _send_reply(connection, stream, matched, method, cors)
             return
         body: JSON = None
         buffered = facts.has_json_body()
@@ -187,7 +188,7 @@ class _HttpApiServer:
                 else:
                     nursery.start_soon(_feed_streamed, connection, stream, channels.body)
                 nursery.start_soon(_read_frames, channels.response, send_events.clone())
-                await self._respond(connection, stream, method, receive_events, pending)
+                await self._respond(connection, stream, method, cors, receive_events, pending)
                 nursery.cancel_scope.cancel()
         finally:
             self._bridge.end_http(channels)
@@ -197,6 +198,7 @@ class _HttpApiServer:
         connection: h11.Connection,
         stream: trio.SocketStream,
         method: str,
+        cors: Sequence[tuple[str, str]],
         events: trio.MemoryReceiveChannel[_Event],
         pending: list[_Outcome],
     ) -> None:
@@ -232,10 +234,10 @@ class _HttpApiServer:
                         break
         if first_chunk is None:
             reply, streamed = decided
-            await _send_reply(connection, stream, reply, method, stream_body=streamed)
+            await _send_reply(connection, stream, reply, method, cors, stream_body=streamed)
             return
         # Streaming: headers now, then every binary frame until the writer closes.
-        await _send(connection, stream, _response_head(status, headers, stream=True))
+        await _send(connection, stream, _response_head(status, headers, cors, stream=True))
         await _send(connection, stream, h11.Data(data=first_chunk))
         while True:
             event = await events.receive()
@@ -247,14 +249,17 @@ class _HttpApiServer:
 
 
 def _response_head(
-    status: int, headers: Sequence[tuple[str, str]], *, stream: bool = False, cors: bool = True
+    status: int,
+    headers: Sequence[tuple[str, str]],
+    cors: Sequence[tuple[str, str]],
+    *,
+    stream: bool = False,
 ) -> h11.Response:
     merged: dict[str, tuple[str, str]] = {}
     for name, value in headers:
         merged[name.lower()] = (name, value)
-    if cors:
-        for name, value in _PERMISSIVE_CORS:
-            merged.setdefault(name, (name, value))
+    for name, value in cors:
+        merged.setdefault(name, (name, value))
     try:
         reason = http.HTTPStatus(status).phrase.encode("ascii")
     except ValueError:
@@ -269,6 +274,7 @@ async def _send_reply(
     stream: trio.SocketStream,
     reply: HttpReply,
     method: str,
+    cors: Sequence[tuple[str, str]],
     *,
     stream_body: bool = False,
 ) -> None:
@@ -276,7 +282,9 @@ async def _send_reply(
     if not stream_body:
         headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
         headers.append(("content-length", str(len(reply.body))))
-    await _send(connection, stream, _response_head(reply.status, headers, cors=reply.cors))
+    await _send(
+        connection, stream, _response_head(reply.status, headers, cors if reply.cors else ())
+    )
     if reply.body and method != "HEAD" and reply.status not in (204, 304):
         await _send(connection, stream, h11.Data(data=reply.body))
     await _send(connection, stream, h11.EndOfMessage())

@@ -318,3 +318,105 @@ async def test_http_port_and_http_url() -> None:
     with pytest.raises(TypeError, match="http_port"):
         async with open_dev_engine(http_port="3111"):  # type: ignore[arg-type]
             pass
+
+
+def http_config(block: str) -> Any:
+    text = f"workers:\n  - name: iii-http\n    config: {block}\n"
+    return parse_config(text, source="config.yaml", environ={}, engine_version=DEV_ENGINE_VERSION)
+
+
+async def test_global_and_route_middleware_run_in_order_and_may_answer() -> None:
+    calls: list[str] = []
+
+    def middleware(name: str, result: Any) -> Any:
+        def run(request: dict[str, Any]) -> Any:
+            calls.append(name)
+            assert request["phase"] == "preHandler"
+            assert request["context"] == {}
+            assert set(request["request"]) == {"path_params", "query_params", "headers", "method"}
+            if isinstance(result, Exception):
+                raise result
+            return result
+
+        return run
+
+    config = http_config(
+        "{port: 0, middleware: [{function_id: mw::second, priority: 2},"
+        " {function_id: mw::first, priority: 1}]}"
+    )
+    with trio.fail_after(DEADLINE):
+        async with open_dev_engine(config=config) as engine:
+            assert engine.http_url is not None
+            async with (
+                iii_trio.open_worker(engine.url) as worker,
+                httpx.AsyncClient(base_url=engine.http_url) as client,
+            ):
+                worker.register_function("http::echo", echo)
+                worker.register_function("mw::first", middleware("first", {"action": "continue"}))
+                worker.register_function("mw::second", middleware("second", None))
+                worker.register_function("mw::pass", middleware("pass", {"action": "continue"}))
+                worker.register_function(
+                    "mw::deny",
+                    middleware(
+                        "deny",
+                        {
+                            "action": "respond",
+                            "response": {
+                                "status_code": 403,
+                                "body": {"denied": True},
+                                "headers": {"x-mw": "1"},
+                            },
+                        },
+                    ),
+                )
+                worker.register_function("mw::broken", middleware("broken", ValueError("mw")))
+                for path, ids in (
+                    ("open", ["mw::pass"]),
+                    ("denied", ["mw::pass", "mw::deny"]),
+                    ("broken", ["mw::broken"]),
+                ):
+                    await worker.register_trigger(
+                        "http", "http::echo", {"api_path": path, "middleware_function_ids": ids}
+                    )
+                opened = await client.get("/open")
+                order = list(calls)
+                denied = await client.get("/denied")
+                broken = await client.get("/broken")
+    assert opened.status_code == 201
+    assert order == ["first", "second", "pass"]
+    assert denied.status_code == 403
+    assert denied.headers["x-mw"] == "1"
+    assert denied.headers["content-type"] == "application/json"
+    assert denied.json() == {"denied": True}
+    assert broken.status_code == 500
+    assert broken.json()["error"]["code"] == "invocation_failed"
+
+
+async def test_a_cors_block_restricts_origins_and_methods() -> None:
+    config = http_config(
+        "{port: 0, cors: {allowed_origins: ['http://ok.example'], allowed_methods: [GET, POST]}}"
+    )
+    with trio.fail_after(DEADLINE):
+        async with open_dev_engine(config=config) as engine:
+            assert engine.http_url is not None
+            async with httpx.AsyncClient(base_url=engine.http_url) as client:
+                allowed = await client.get("/x", headers={"Origin": "http://ok.example"})
+                other = await client.get("/x", headers={"Origin": "http://evil.example"})
+                preflight = await client.options(
+                    "/x",
+                    headers={
+                        "Origin": "http://ok.example",
+                        "Access-Control-Request-Method": "POST",
+                    },
+                )
+    assert allowed.headers["access-control-allow-origin"] == "http://ok.example"
+    assert "access-control-expose-headers" not in allowed.headers
+    assert "access-control-allow-origin" not in other.headers
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-methods"] == "GET,POST"
+    assert preflight.headers["access-control-allow-origin"] == "http://ok.example"
+
+
+def test_a_bad_iii_http_block_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"config\.colour: unknown field"):
+        http_config("{port: 0, colour: blue}")

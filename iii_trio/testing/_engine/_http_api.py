@@ -24,7 +24,7 @@ Where the dev engine differs from the engine
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qsl
 
@@ -301,6 +301,46 @@ CONDITION_NOT_MET: Final = HttpReply(
 TIMED_OUT: Final = HttpReply(504, cors=False)
 
 
+_VARY: Final = ("vary", "origin, access-control-request-method, access-control-request-headers")
+
+
+def cors_headers(
+    cors: CorsSettings | None, origin: str | None, *, preflight: bool
+) -> tuple[tuple[str, str], ...]:
+    """The CORS layer's headers for one response (``origin``: the request's ``Origin``).
+
+    Without a ``cors`` block every origin, method and header is allowed and every header
+    exposed; with one, a listed origin is echoed (others get no ``allow-origin``), the listed
+    methods are named, and nothing is exposed."""
+    if cors is None:
+        if preflight:
+            return (
+                _VARY,
+                ("access-control-allow-methods", "*"),
+                ("access-control-allow-headers", "*"),
+                ("access-control-allow-origin", "*"),
+            )
+        return (
+            _VARY,
+            ("access-control-allow-origin", "*"),
+            ("access-control-expose-headers", "*"),
+        )
+    headers = [_VARY]
+    if cors.allowed_origins is None:
+        headers.append(("access-control-allow-origin", "*"))
+    elif origin is not None and origin in cors.allowed_origins:
+        headers.append(("access-control-allow-origin", origin))
+    if preflight:
+        methods = (
+            "*"
+            if cors.allowed_methods is None
+            else ",".join(method.upper() for method in cors.allowed_methods)
+        )
+        headers.append(("access-control-allow-methods", methods))
+        headers.append(("access-control-allow-headers", "*"))
+    return tuple(headers)
+
+
 def error_id(unix_nanos: int) -> str:
     """The engine's ``error_id``: the low 48 bits of the time in nanoseconds, in hex."""
     return format(unix_nanos & 0xFFFFFFFFFFFF, "x")
@@ -442,6 +482,53 @@ class HttpApi(EnginePlugin):
         if route is not None and route.binding is binding:
             del self._routes[key]
 
+    def _run_middleware(
+        self,
+        namespace: str,
+        function_ids: Sequence[str],
+        request: dict[str, JSON],
+        answer: Callable[[HttpReply | None, list[Output]], None],
+        proceed: Callable[[list[Output]], None],
+        out: list[Output],
+        index: int = 0,
+    ) -> None:
+        """Run ``function_ids`` in order, each bounded by ``default_timeout``, then
+        ``proceed``; a ``respond``, an error or a timeout answers instead."""
+        if index == len(function_ids):
+            proceed(out)
+            return
+        engine = self._engine
+        function_id = function_ids[index]
+        done = False
+
+        def timed_out(now: float, out: list[Output]) -> None:
+            nonlocal done
+            if not done:
+                done = True
+                logger.warning("middleware %s timed out", function_id)
+                answer(MIDDLEWARE_TIMEOUT, out)
+
+        timer = engine.arm(engine.now + self.settings.default_timeout_ms / 1000, timed_out, out)
+
+        def decided(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            timer.cancel()
+            if error is not None:
+                answer(error_response(error, self._unix_nanos()), out)
+                return
+            action = result.get("action") if isinstance(result, dict) else None
+            if isinstance(result, dict) and action == "respond":
+                answer(middleware_response(result.get("response")), out)
+                return
+            if action != "continue":
+                logger.warning("middleware %s: no valid action; continuing", function_id)
+            self._run_middleware(namespace, function_ids, request, answer, proceed, out, index + 1)
+
+        engine.call_function(namespace, function_id, request, out, then=decided)
+
     def _unix_nanos(self) -> int:
         return int(self._engine.unix_time() * 1e9)
 
@@ -482,10 +569,7 @@ class HttpApi(EnginePlugin):
     def preflight(self, path: str) -> HttpReply:
         """The CORS layer's answer to any ``OPTIONS`` request (no handler ever runs for one):
         200, empty, with ``allow`` when the path has routes and none of them is OPTIONS."""
-        headers = [
-            ("access-control-allow-methods", "*"),
-            ("access-control-allow-headers", "*"),
-        ]
+        headers: list[tuple[str, str]] = []
         routed = self.match("OPTIONS", path)
         if isinstance(routed, HttpReply) and routed.status == 405:
             headers.extend(routed.headers)
@@ -521,14 +605,28 @@ class HttpApi(EnginePlugin):
             "trigger": {"type": HTTP_TRIGGER, "path": route.template, "method": route.method},
         }
         binding = route.binding
+        middleware_input: dict[str, JSON] = {
+            "phase": "preHandler",
+            "request": {
+                "path_params": matched.path_params,
+                "query_params": query,
+                "headers": payload["headers"],
+                "method": facts.method,
+            },
+            "context": {},
+        }
+
+        def answer(reply: HttpReply | None, out: list[Output]) -> None:
+            out.append(HttpApiOutcome(request_id, reply))
+
+        def failed(error: ErrorBody, out: list[Output]) -> None:
+            answer(error_response(error, self._unix_nanos()), out)
 
         def finished(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
             if error is not None:
-                out.append(HttpApiOutcome(request_id, error_response(error, self._unix_nanos())))
-            elif result is not None:
-                out.append(HttpApiOutcome(request_id, response_from_result(result)))
+                failed(error, out)
             else:
-                out.append(HttpApiOutcome(request_id, None))
+                answer(None if result is None else response_from_result(result), out)
 
         def call_handler(out: list[Output]) -> None:
             full = dict(payload)
@@ -536,16 +634,62 @@ class HttpApi(EnginePlugin):
             full["response"] = started.response.ref("write")
             engine.fire_binding(binding, full, out, then=finished)
 
-        def failed(error: ErrorBody, out: list[Output]) -> None:
-            out.append(HttpApiOutcome(request_id, error_response(error, self._unix_nanos())))
+        def route_middleware(out: list[Output]) -> None:
+            self._run_middleware(
+                binding.namespace, _route_middleware(binding), middleware_input, answer,
+                call_handler, out,
+            )  # fmt: skip
 
-        def skipped(out: list[Output]) -> None:
-            out.append(HttpApiOutcome(request_id, CONDITION_NOT_MET))
+        def condition(out: list[Output]) -> None:
+            run_if_condition_allows(
+                engine,
+                binding,
+                payload,
+                out,
+                route_middleware,
+                failed=failed,
+                skipped=lambda out: answer(CONDITION_NOT_MET, out),
+            )
 
-        run_if_condition_allows(
-            engine, binding, payload, out, call_handler, failed=failed, skipped=skipped
+        global_ids = [
+            item.function_id for item in self.settings.middleware if item.phase == "preHandler"
+        ]
+        self._run_middleware(
+            binding.namespace, global_ids, middleware_input, answer, condition, out
         )
         return started, out
+
+
+def _route_middleware(binding: Binding) -> list[str]:
+    config = binding.config if isinstance(binding.config, dict) else {}
+    ids = config.get("middleware_function_ids")
+    if not isinstance(ids, list):
+        return []
+    return [item for item in ids if isinstance(item, str)]
+
+
+def middleware_response(response: JSON) -> HttpReply:
+    """A middleware's ``respond``: its body always as JSON, its headers only from an object
+    of strings (anything else: none), overriding the engine's."""
+    if not isinstance(response, dict):
+        response = {}
+    status = response.get("status_code")
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 999:
+        status = 200
+    headers = response.get("headers")
+    extra: list[tuple[str, str]] = []
+    if isinstance(headers, dict) and all(isinstance(value, str) for value in headers.values()):
+        extra = _headers_of(headers)
+    names = {name.lower() for name, _ in extra}
+    base = [pair for pair in (_JSON_CONTENT_TYPE,) if pair[0] not in names]
+    return HttpReply(status, (*base, *extra), orjson.dumps(response.get("body")))
+
+
+MIDDLEWARE_TIMEOUT: Final = HttpReply(
+    504,
+    (_JSON_CONTENT_TYPE,),
+    b'{"error":{"code":"MIDDLEWARE_TIMEOUT","message":"Middleware timeout"}}',
+)
 
 
 def _axum_path(route: Route) -> str:
