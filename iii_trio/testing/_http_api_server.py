@@ -17,6 +17,7 @@ queue as a worker's, and a handler attaches the other end over its WebSocket as 
 
 from __future__ import annotations
 
+import contextlib
 import http
 import logging
 from collections.abc import Callable, Sequence
@@ -43,6 +44,8 @@ __all__ = ["HttpApiBridge", "serve_http_api"]
 logger = logging.getLogger("iii_trio.dev_engine")
 
 _READ_SIZE: Final = 65536
+#: Seconds a client has to send a request's head (hyper's default header read timeout).
+HEADER_READ_TIMEOUT: Final = 30.0
 
 Frame = tuple[bool, bytes | bytearray | memoryview]
 
@@ -119,7 +122,11 @@ class _HttpApiServer:
         connection = h11.Connection(h11.SERVER)
         try:
             while True:
-                request = await _next_event(connection, stream)
+                request: h11.Event | None = None
+                # A client that never finishes its request head costs its own connection only,
+                # and only for so long (hyper's header read timeout).
+                with trio.move_on_after(HEADER_READ_TIMEOUT):
+                    request = await _next_event(connection, stream)
                 if not isinstance(request, h11.Request):
                     break
                 async with self._limiter:
@@ -134,7 +141,10 @@ class _HttpApiServer:
                 if (connection.our_state, connection.their_state) != (h11.DONE, h11.DONE):
                     break  # MUST_CLOSE: HTTP/1.0, "connection: close", or a broken body
                 connection.start_next_cycle()
-        except (_ClientGone, trio.BrokenResourceError, trio.ClosedResourceError):
+        except _ClientGone as gone:
+            if isinstance(gone.__cause__, h11.RemoteProtocolError):
+                await _answer_bad_request(connection, stream, gone.__cause__)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
             await stream.aclose()
@@ -246,6 +256,29 @@ class _HttpApiServer:
             if isinstance(event, tuple) and not event[0]:
                 await _send(connection, stream, h11.Data(data=bytes(event[1])))
         await _send(connection, stream, h11.EndOfMessage())
+
+
+async def _answer_bad_request(  # noqa: ASYNC910 - send_all checkpoints or raises
+    connection: h11.Connection, stream: trio.SocketStream, error: h11.RemoteProtocolError
+) -> None:
+    """A request h11 cannot parse gets a bare 400 (431 for a head too large) and the connection
+    closes, as hyper answers; a response already under way is just cut."""
+    if connection.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
+        await trio.lowlevel.checkpoint()
+        return
+    status = error.error_status_hint
+    response = h11.Response(
+        status_code=status,
+        headers=[("content-length", "0"), ("connection", "close")],
+        reason=http.HTTPStatus(status).phrase.encode("ascii"),
+    )
+    try:
+        data = connection.send(response) or b""
+        data += connection.send(h11.EndOfMessage()) or b""
+    except h11.LocalProtocolError:
+        data = b""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.send_all(data)
 
 
 def _response_head(

@@ -420,3 +420,116 @@ async def test_a_cors_block_restricts_origins_and_methods() -> None:
 def test_a_bad_iii_http_block_is_refused() -> None:
     with pytest.raises(ValueError, match=r"config\.colour: unknown field"):
         http_config("{port: 0, colour: blue}")
+
+
+async def test_routes_of_an_official_sdk_worker(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    pytest.importorskip("iii", reason="the official iii-sdk package is not installed")
+    from peer_process import read_line, start_peer
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            peer = await start_peer(nursery, "official_http_peer.py", engine.url)
+            assert peer.stdin is not None
+            assert (await read_line(peer)).strip() == "ready"
+            # The official SDK registers its triggers without waiting for the engine's answer.
+            with trio.fail_after(10):
+                while (await client.get("/official/fail")).status_code == 404:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+            hello = await client.post("/official/hello/ann", json={"k": [1, 2]})
+            failed = await client.get("/official/fail")
+            await peer.stdin.aclose()
+    assert hello.status_code == 201
+    assert hello.headers["x-sdk"] == "1"
+    assert hello.json() == {"name": "ann", "got": {"k": [1, 2]}}
+    assert failed.status_code == 500
+    error = failed.json()["error"]
+    assert error["code"] == "invocation_failed"
+    assert error["message"] == "boom from the official handler"
+
+
+async def raw_exchange(http_url: str, data: bytes) -> bytes:
+    """Send ``data`` as it is over a fresh connection; everything the server answers."""
+    host, port = http_url.removeprefix("http://").rsplit(":", 1)
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(data)
+        answer = b""
+        while chunk := await stream.receive_some():
+            answer += chunk
+    return answer
+
+
+async def test_a_malformed_request_gets_400_and_the_engine_keeps_serving(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    assert engine.http_url is not None
+    with trio.fail_after(DEADLINE):
+        garbage = await raw_exchange(engine.http_url, b"NOT HTTP AT ALL\r\n\r\n")
+        bad_length = await raw_exchange(
+            engine.http_url, b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: zz\r\n\r\n"
+        )
+        after = await client.get("/still/here")
+    assert garbage.startswith(b"HTTP/1.1 400 ")
+    assert bad_length.startswith(b"HTTP/1.1 400 ")
+    assert after.status_code == 404
+
+
+async def test_a_slow_client_holds_only_its_own_connection(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    assert engine.http_url is not None
+    host, port = engine.http_url.removeprefix("http://").rsplit(":", 1)
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::echo", echo)
+            await worker.register_trigger(
+                "http", "http::echo", {"api_path": "slow", "http_method": "POST"}
+            )
+            async with await trio.open_tcp_stream(host, int(port)) as slow:
+                # Half a head, then half a body: the engine waits on this connection only.
+                await slow.send_all(b"POST /slow HTTP/1.1\r\nhost: a\r\n")
+                fast = await client.post("/slow", content=b"quick")
+                await slow.send_all(b"content-length: 10\r\n\r\n01234")
+                also_fast = await client.get("/nothing")
+                await slow.send_all(b"56789")
+                answer = b""
+                while b"\r\n\r\n" not in answer:
+                    answer += await slow.receive_some()
+    assert fast.status_code == 201
+    assert also_fast.status_code == 404
+    assert answer.startswith(b"HTTP/1.1 201 ")
+
+
+async def test_server_sent_events_arrive_as_they_are_written(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    next_event = trio.Event()
+
+    async def events(request: iii_trio.ApiRequest) -> None:
+        nonlocal next_event
+        writer = request.response
+        assert isinstance(writer, iii_trio.ChannelWriter)
+        async with writer:
+            await writer.send_message(
+                '{"type":"set_headers","headers":{"content-type":"text/event-stream",'
+                '"cache-control":"no-cache"}}'
+            )
+            for number in range(3):
+                await writer.send_all(f"id: {number}\ndata: tick {number}\n\n".encode())
+                await next_event.wait()  # the next one only once the client saw this one
+                next_event = trio.Event()
+
+    received: list[str] = []
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::events", events)
+            await worker.register_trigger("http", "http::events", {"api_path": "events"})
+            async with client.stream("GET", "/events") as response:
+                assert response.headers["content-type"] == "text/event-stream"
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        received.append(line.removeprefix("data: "))
+                        next_event.set()
+    assert received == ["tick 0", "tick 1", "tick 2"]
