@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import http
 import logging
+import sys
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
@@ -38,6 +39,9 @@ from ._engine._http_api import (
     cors_headers,
     parse_json_body,
 )
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 __all__ = ["HttpApiBridge", "serve_http_api"]
 
@@ -146,6 +150,11 @@ class _HttpApiServer:
                 await _answer_bad_request(connection, stream, gone.__cause__)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except Exception as failure:
+            # A request's tasks fail as a group; a client gone mid-request is routine, and
+            # nothing one connection does may stop the engine.
+            if not _client_went_away(failure):
+                logger.warning("REST API connection failed", exc_info=failure)
         finally:
             await stream.aclose()
 
@@ -256,6 +265,12 @@ class _HttpApiServer:
             if isinstance(event, tuple) and not event[0]:
                 await _send(connection, stream, h11.Data(data=bytes(event[1])))
         await _send(connection, stream, h11.EndOfMessage())
+
+
+def _client_went_away(failure: BaseException) -> bool:
+    if isinstance(failure, BaseExceptionGroup):
+        return all(_client_went_away(each) for each in failure.exceptions)
+    return isinstance(failure, (_ClientGone, trio.BrokenResourceError, trio.ClosedResourceError))
 
 
 async def _answer_bad_request(  # noqa: ASYNC910 - send_all checkpoints or raises

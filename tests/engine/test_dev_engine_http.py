@@ -533,3 +533,27 @@ async def test_server_sent_events_arrive_as_they_are_written(
                         received.append(line.removeprefix("data: "))
                         next_event.set()
     assert received == ["tick 0", "tick 1", "tick 2"]
+
+
+async def test_clients_that_leave_mid_request_cost_only_their_connection(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    assert engine.http_url is not None
+    host, port = engine.http_url.removeprefix("http://").rsplit(":", 1)
+
+    async def slow(request: Any) -> dict[str, Any]:
+        await trio.sleep(0.05)
+        return {"body": "x" * 100_000}
+
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::slow", slow)
+            await worker.register_trigger("http", "http::slow", {"api_path": "slow"})
+            for _ in range(5):
+                stream = await trio.open_tcp_stream(host, int(port))
+                await stream.send_all(b"GET /slow HTTP/1.1\r\nhost: a\r\n\r\n")
+                await stream.aclose()
+            await trio.sleep(0.3)
+            after = await client.get("/slow")
+    assert after.status_code == 200
+    assert len(after.json()) == 100_000
