@@ -1117,13 +1117,23 @@ class _Server:
         self._http_outcomes.pop(channels.request_id, None)
         channels.body.close()
         channels.response.close()
-        for channel_id, direction in (
+        ends: tuple[tuple[str, Literal["read", "write"]], ...] = (
             (channels.request_body_id, "write"),
             (channels.response_id, "read"),
-        ):
+        )
+        for channel_id, direction in ends:
             pipe = self._pipes.get(channel_id)
-            if pipe is not None:
-                self._release_pipe(channel_id, pipe, direction)  # type: ignore[arg-type]
+            if pipe is None:
+                continue
+            self._release_pipe(channel_id, pipe, direction)
+            handler_attached = (
+                pipe.reader_attached if direction == "write" else pipe.writer_attached
+            )
+            if not handler_attached:
+                # Nobody will attach any more: without this, every request would leave its
+                # channels behind until the sweep, five minutes later.
+                self._pipes.pop(channel_id, None)
+                self._state.channels.discard(channel_id)
 
     def _drop_channel(self, channel_id: str) -> None:
         """The sweep removed the channel: release the ends nobody attached, so that an attached

@@ -557,3 +557,24 @@ async def test_clients_that_leave_mid_request_cost_only_their_connection(
             after = await client.get("/slow")
     assert after.status_code == 200
     assert len(after.json()) == 100_000
+
+
+async def test_answered_requests_leave_no_channels_behind(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    async def streamer(request: iii_trio.ApiRequest) -> None:
+        assert isinstance(request.response, iii_trio.ChannelWriter)
+        async with request.response as writer:
+            await writer.send_all(b"streamed")
+
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::echo", echo)
+            worker.register_function("http::stream", streamer)
+            await worker.register_trigger("http", "http::echo", {"api_path": "a"})
+            await worker.register_trigger("http", "http::stream", {"api_path": "b"})
+            for _ in range(10):
+                assert (await client.get("/a")).status_code == 201
+                assert (await client.get("/b")).content == b"streamed"
+            await trio.sleep(0.2)  # the handlers' sockets close after their answers
+    assert len(engine._state.channels) <= 10  # only the ones the streaming handler attached
