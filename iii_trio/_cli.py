@@ -5,7 +5,7 @@
     iii-trio trigger FUNCTION_PATH [key=value ...] [--json JSON] [--address HOST] [--port PORT]
                      [--timeout-ms MS] [-n NAMESPACE]
     iii-trio trigger --function-id ID [--payload JSON] [--address HOST] [--port PORT]
-    iii-trio dev [--config FILE] [--host HOST] [--port PORT]
+    iii-trio dev [--config FILE] [--host HOST] [--port PORT] [--http-port PORT]
 
 ``trigger`` behaves like the engine binary's ``iii trigger`` (payload rules, messages, exit codes:
 0 success, 1 error, 2 usage error) and also accepts the documented ``--function-id`` /
@@ -63,6 +63,8 @@ logger = logging.getLogger("iii_trio.cli")
 #: The worker name the CLI connects as, like the engine binary's ``iii trigger``.
 CLI_WORKER_NAME: Final = "iii-cli:trigger"
 DEFAULT_ADDRESS: Final = "localhost"
+#: The iii-http worker's port when neither --http-port nor a config file says.
+DEFAULT_HTTP_PORT: Final = 3111
 DEFAULT_PORT: Final = 49134
 DEFAULT_TIMEOUT_MS: Final = 30000
 DEFAULT_DEV_HOST: Final = "127.0.0.1"
@@ -339,6 +341,10 @@ def _trigger_parser(prog: str) -> argparse.ArgumentParser:
     return parser
 
 
+def _http_port(text: str) -> int:
+    return 0 if text.strip() == "0" else _port(text)
+
+
 def _dev_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"{prog} dev",
@@ -367,6 +373,15 @@ def _dev_parser(prog: str) -> argparse.ArgumentParser:
         "--port",
         type=_port,
         help=f"WebSocket port [default: the config's, else {DEFAULT_PORT}]",
+    )
+    parser.add_argument(
+        "--http-port",
+        type=_http_port,
+        metavar="PORT",
+        help=(
+            "REST API port of the iii-http worker, 0 for any free one "
+            f"[default: the config's, else {DEFAULT_HTTP_PORT}]"
+        ),
     )
     parser.add_argument(
         "--without",
@@ -633,6 +648,7 @@ async def serve_dev(
     port: int | None,
     config: EngineConfig | None = None,
     without: Sequence[str] = (),
+    http_port: int | None = None,
 ) -> None:
     """Run the dev engine until SIGINT or SIGTERM, then shut it down cleanly."""
     from .testing import serve_dev_engine  # the dev engine is only loaded for this command
@@ -640,9 +656,18 @@ async def serve_dev(
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             engine = await nursery.start(
-                functools.partial(serve_dev_engine, host, port, config=config, without=without)
+                functools.partial(
+                    serve_dev_engine,
+                    host,
+                    port,
+                    config=config,
+                    without=without,
+                    http_port=http_port,
+                )
             )
             logger.info("workers connect to %s; press Ctrl-C to stop", " or ".join(engine.urls))
+            if engine.http_url is not None:
+                logger.info("REST API (http triggers) at %s", engine.http_url)
             received = await anext(signals)
             logger.info("%s received: stopping", signal.Signals(received).name)
             nursery.cancel_scope.cancel(reason="signal received")
@@ -670,6 +695,9 @@ def _run_dev(args: argparse.Namespace, stderr: TextIO) -> int:
             return 2
     host: str | None = args.host
     port: int | None = args.port
+    http_port: int | None = args.http_port
+    if config is None and http_port is None:
+        http_port = DEFAULT_HTTP_PORT  # the engine's, where `open_dev_engine` picks any
     if config is None or not config.listeners:
         # The CLI's own defaults, where the engine would listen without a file.
         host = DEFAULT_DEV_HOST if host is None else host
@@ -680,7 +708,7 @@ def _run_dev(args: argparse.Namespace, stderr: TextIO) -> int:
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        trio.run(serve_dev, host, port, config, args.without)
+        trio.run(serve_dev, host, port, config, args.without, http_port)
     except (OSError, BaseExceptionGroup) as exc:
         failure = _only_leaf(exc, OSError)
         if failure is None:

@@ -142,6 +142,8 @@ async def dev_engine_process(
     if port is None:
         port = free_port()
         options = (*options, "--port", str(port))
+    if "--http-port" not in options:
+        options = (*options, "--http-port", "0")  # not the shared default 3111
     async with trio.open_nursery() as nursery:
         dev: trio.Process = await nursery.start(
             functools.partial(
@@ -703,6 +705,25 @@ async def test_dev_port_in_use() -> None:
     assert ran.returncode == 1
     assert ran.stderr.startswith(f"Error: cannot serve the dev engine on 127.0.0.1:{port}: ")
     assert "Traceback" not in ran.stderr
+
+
+async def test_dev_serves_the_rest_api_of_http_triggers() -> None:
+    import httpx
+
+    with trio.fail_after(20):
+        async with (
+            dev_engine_process() as (_, log, port),
+            iii_trio.open_worker(f"ws://127.0.0.1:{port}") as worker,
+        ):
+            await log.wait_for("REST API (http triggers) at http://127.0.0.1:")
+            line = next(line for line in log.text.splitlines() if "(http triggers) at" in line)
+            http_url = line.rsplit(" ", 1)[1]
+            worker.register_function("demo::hello", lambda request: {"body": {"hi": 1}})
+            await worker.register_trigger("http", "demo::hello", {"api_path": "hello"})
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"{http_url}/hello")
+    assert response.status_code == 200
+    assert response.json() == {"hi": 1}
 
 
 # -- subprocess: iii-trio dev --config ---------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -20,6 +21,7 @@ pytest_plugins = ["pytester"]
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
+import http_api  # noqa: E402
 import http_function  # noqa: E402
 import queue_dead_letter  # noqa: E402
 import quickstart  # noqa: E402
@@ -207,3 +209,100 @@ async def test_engine_url_is_iii_url_when_set_else_a_dev_engine_for_the_block(
     async with engine_url() as url, iii_trio.open_worker(url, name="probe") as worker:
         assert url.startswith("ws://127.0.0.1:")
         assert worker.connection_state is iii_trio.ConnectionState.CONNECTED
+
+
+HTTP_API_RUN = [
+    '201 {"id":"1","title":"milk","done":false}',
+    '200 {"id":"1","title":"milk","done":false}',
+    '404 {"error":"no such todo"}',
+    "200 1. milk",
+]
+
+
+async def test_http_api_demo_answers_as_curl_would(
+    iii_engine: DevEngine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    http_api.todos.clear()
+    assert iii_engine.http_url is not None
+    await http_api.demo(iii_engine.url, iii_engine.http_url)
+    assert capsys.readouterr().out.splitlines() == HTTP_API_RUN
+
+
+def test_http_api_script_runs_on_its_embedded_engine() -> None:
+    completed, _ = run_example("http_api.py")
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.splitlines() == HTTP_API_RUN
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _wait_for_line(process: subprocess.Popen[str], needle: str) -> None:
+    """Read the process's output until a line contains ``needle`` (bounded by the caller's
+    kill on failure: the process is killed if it dies or the line never comes)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + 15
+    for line in process.stdout:
+        if needle in line:
+            return
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"never saw {needle!r}")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
+def test_curl_against_iii_trio_dev_reaches_the_http_api_example() -> None:
+    port, http_port = _free_port(), _free_port()
+    env = dict(os.environ, PYTHONPATH=str(EXAMPLES.parent), III_URL=f"ws://127.0.0.1:{port}")
+    cli = Path(sys.executable).parent / "iii-trio"
+    dev = subprocess.Popen(
+        [str(cli), "dev", "--port", str(port), "--http-port", str(http_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    worker = None
+    try:
+        dev.stdout = dev.stderr  # the dev engine logs on stderr
+        _wait_for_line(dev, "REST API (http triggers) at")
+        worker = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / "http_api.py")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        _wait_for_line(worker, "todo API registered")
+        base = f"http://127.0.0.1:{http_port}"
+
+        def curl(*args: str) -> str:
+            return subprocess.run(
+                ["curl", "-sS", "-w", " %{http_code}", *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout
+
+        created = curl(
+            "-X", "POST", f"{base}/todos",
+            "-H", "content-type: application/json", "-d", '{"title":"milk"}',
+        )  # fmt: skip
+        fetched = curl(f"{base}/todos/1")
+        exported = curl(f"{base}/todos/export")
+    finally:
+        for process in (worker, dev):
+            if process is not None:
+                process.kill()
+                process.wait(timeout=10)
+                for stream in (process.stdout, process.stderr):
+                    if stream is not None:
+                        stream.close()
+    assert created == '{"id":"1","title":"milk","done":false} 201'
+    assert fetched == '{"id":"1","title":"milk","done":false} 200'
+    assert exported == "1. milk\n 200"

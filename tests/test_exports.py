@@ -61,6 +61,7 @@ IO_MODULES = {
     "trio_websocket",
     "websockets",
     "httpx",
+    "h11",
     "outcome",
     "socket",
     "selectors",
@@ -317,6 +318,6 @@ def test_websockets_is_imported_only_by_the_transport() -> None:
     assert _importers_of("websockets") == {"_transport.py"}
 
 
-@pytest.mark.parametrize("library", ["httpx", "trio_websocket"])
+@pytest.mark.parametrize("library", ["httpx", "h11", "trio_websocket"])
 def test_library_is_imported_by_at_most_one_module(library: str) -> None:
     assert len(_importers_of(library)) <= 1, _importers_of(library)

@@ -8,7 +8,7 @@ The format is the engine's own (spec/engine.md, section 1.1), so one file serves
           port: ${III_PORT:49134}
       - name: iii-worker-manager          # a second listener: instance "iii-worker-manager#1"
         config: {port: 49135, handshake_timeout_ms: 2000}
-      - name: iii-http                    # read and kept, not emulated yet
+      - name: iii-http                    # the REST API (http triggers)
         config: {port: 3111}
 
 How it is read, as the engine reads it:
@@ -44,6 +44,11 @@ How it is read, as the engine reads it:
   ``logs_enabled``, ``logs_max_count``, ``service_name``, ``service_version``,
   ``service_namespace`` and ``exporter`` and notes the others as not applied. Unknown keys are
   an error, as in the engine.
+- An ``iii-http`` block takes ``port`` (default 3111; 0 picks a free one), ``host``
+  (127.0.0.1 when absent, where the engine binds 0.0.0.0), ``default_timeout`` (ms, default
+  30000), ``concurrency_request_limit`` (default 1024), ``cors`` (``allowed_origins``,
+  ``allowed_methods``: lists, empty or ``"*"`` meaning any) and ``middleware`` (a list of
+  ``{function_id, phase, priority}``). Other keys are an error, as in the engine.
 - An ``iii-state`` block takes ``adapter`` (``{name: kv | redis | bridge, config?}``),
   ``triggers_enabled`` (default true), ``max_value_bytes`` (0 or absent: no limit) and
   ``save_interval_ms``; an ``iii-stream`` block takes ``port`` (default 3112), ``host``,
@@ -54,10 +59,11 @@ What the dev engine does with it (:class:`EngineConfig`): each ``iii-worker-mana
 becomes a :class:`Listener`; the first ``iii-http-functions`` entry's security settings apply to
 HTTP-invoked functions (:attr:`EngineConfig.http_security`; without such an entry the dev engine
 allows plain http and private addresses, where the engine would not offer HTTP-invoked functions
-at all); the built-in workers it runs (``iii-state``, ``iii-stream``, ``iii-queue``,
-``iii-pubsub``, ``iii-cron``) are those the file lists, each with its first entry's block
-(:attr:`EngineConfig.builtin_settings`). ``iii-observability`` always runs, as in the engine,
-with the first entry's block if the file has one (:attr:`EngineConfig.observability`).
+at all); the built-in workers it runs (``iii-http``, ``iii-state``, ``iii-stream``,
+``iii-queue``, ``iii-pubsub``, ``iii-cron``) are those the file lists, each with its first
+entry's block (:attr:`EngineConfig.builtin_settings`). ``iii-observability`` always runs, as
+in the engine, with the first entry's block if the file has one
+(:attr:`EngineConfig.observability`).
 ``middleware_function_id`` and ``rbac`` are not applied yet, and every other worker is not
 emulated yet; the dev engine says so once at INFO for each (see :attr:`EngineConfig.notes`)
 and carries on, since a file written for the real engine should start the dev engine too. The

@@ -140,10 +140,14 @@ from ._engine import (
     WorkerDisconnected,
 )
 from ._engine._builtins import builtin_plugins, check_names
+from ._engine._channels import StreamChannel
+from ._engine._http_api import HTTP_API, HttpApi, HttpReply, RequestFacts, RouteMatch
 from ._engine._http_functions import PERMISSIVE_SECURITY, HttpFunctions, HttpOutcome
+from ._engine._model import HttpApiOutcome
 from ._engine._observability import Observability
 
 if TYPE_CHECKING:
+    from ._http_api_server import HttpRequestChannels
     from ._http_client import HttpCaller
 
 if sys.version_info < (3, 11):
@@ -196,8 +200,8 @@ class DevEngine:
         port: the main listener's port (the real one when 0 was asked for).
         urls: the URLs of every listener, the main one first: one per ``iii-worker-manager``
             entry of the config file, or just :attr:`url`. All of them serve the same engine.
-        http_url: the REST API's URL; always ``None`` until the dev engine grows the HTTP
-            trigger, which is what serves that API.
+        http_url: the REST API's URL, ``http://HOST:PORT`` (the ``iii-http`` worker's
+            port, which serves ``http`` triggers), or ``None`` when that worker does not run.
     """
 
     def __init__(
@@ -207,11 +211,15 @@ class DevEngine:
         state: EngineState,
         serve_stream: Callable[[trio.abc.Stream], Awaitable[None]],
         nursery: trio.Nursery,
+        http_address: tuple[str, int] | None = None,
     ) -> None:
         self.host, self.port = addresses[0]
         self.urls = tuple(_websocket_url(host, port) for host, port in addresses)
         self.url = self.urls[0]
         self.http_url: str | None = None
+        if http_address is not None:
+            http_host, http_port = http_address
+            self.http_url = "http://" + _websocket_url(http_host, http_port)[len("ws://") :]
         self._state = state
         self._serve_stream = serve_stream
         self._nursery = nursery
@@ -290,7 +298,7 @@ async def open_dev_engine(
     *,
     host: str | None = None,
     port: int | None = None,
-    http_port: None = None,
+    http_port: int | None = None,
     config: str | os.PathLike[str] | EngineConfig | None = None,
     namespace_grace: float | None = None,
     without: Collection[str] = (),
@@ -309,16 +317,18 @@ async def open_dev_engine(
             ``"127.0.0.1"``.
         port: port of the main listener; 0 picks a free one (see :attr:`DevEngine.port`).
             ``None`` means the config file's, else 0.
-        http_port: reserved for the REST API, which comes with the HTTP trigger; only ``None``
-            is accepted for now.
+        http_port: port of the REST API (the ``iii-http`` worker, see
+            :attr:`DevEngine.http_url`); 0 picks a free one. ``None`` means the config file's
+            ``iii-http`` port, else 0.
         config: an iii engine config file (the path of a ``config.yaml``, or what
             :func:`load_config` read from one). Each of its ``iii-worker-manager`` entries is a
             listener, the first one the main one; ``host`` and ``port`` replace the main one's
             address when given. An ``iii-http-functions`` entry's ``security`` settings apply to
-            HTTP-invoked functions. The built-in workers the dev engine runs (``iii-state``,
-            ``iii-stream``, ``iii-queue``, ``iii-pubsub``, ``iii-cron``) run when listed, with
-            their blocks; ``iii-observability`` always runs, with its entry's settings if there
-            is one. Other workers are not emulated yet: each is logged once at INFO and ignored.
+            HTTP-invoked functions. The built-in workers the dev engine runs (``iii-http``,
+            ``iii-state``, ``iii-stream``, ``iii-queue``, ``iii-pubsub``, ``iii-cron``) run when
+            listed, with their blocks; ``iii-observability`` always runs, with its entry's
+            settings if there is one. Other workers are not emulated yet: each is logged once at
+            INFO and ignored.
         namespace_grace: seconds a new connection's registrations wait for
             ``engine::workers::register`` before they go to namespace ``default``. Defaults to
             ``$III_NAMESPACE_GRACE_MS`` (milliseconds), else the config's
@@ -339,14 +349,14 @@ async def open_dev_engine(
     takes well under a second and nothing outlives the block.
 
     Raises:
-        TypeError: ``http_port`` is not ``None``, or ``config`` is neither a path nor an
+        TypeError: ``http_port`` is not an int, or ``config`` is neither a path nor an
             :class:`EngineConfig`.
+        ValueError: ``http_port`` is not a port number.
         ValueError: ``without`` names something that is not a built-in worker.
         ConfigError: the config file is not valid; the message names the file and the key.
         OSError: the config file cannot be read, or an address cannot be bound.
     """
-    if http_port is not None:
-        raise TypeError("open_dev_engine(http_port=...) is not supported yet: use None")
+    _check_http_port(http_port)
     _check_config_argument(config)
     _check_without(without)
     try:
@@ -359,6 +369,7 @@ async def open_dev_engine(
                     config=config,
                     namespace_grace=namespace_grace,
                     without=without,
+                    http_port=http_port,
                 )
             )
             try:
@@ -376,6 +387,7 @@ async def serve_dev_engine(
     config: str | os.PathLike[str] | EngineConfig | None = None,
     namespace_grace: float | None = None,
     without: Collection[str] = (),
+    http_port: int | None = None,
     task_status: trio.TaskStatus[DevEngine] = trio.TASK_STATUS_IGNORED,
 ) -> NoReturn:
     """Serve the dev engine on ``host:port`` (and the config file's other listeners) until
@@ -389,6 +401,7 @@ async def serve_dev_engine(
     Cancellation:
         Every connection is dropped without a close frame and every task ends.
     """
+    _check_http_port(http_port)
     _check_config_argument(config)
     _check_without(without)
     if config is None or isinstance(config, EngineConfig):
@@ -413,6 +426,9 @@ async def serve_dev_engine(
     http_functions = HttpFunctions(
         PERMISSIVE_SECURITY if http_security is None else http_security, environ=os.environ
     )
+    builtins = builtin_plugins(
+        None if engine_config is None else engine_config.builtin_settings, without
+    )
     state = EngineState(
         grace=grace,
         version=DEV_ENGINE_VERSION,
@@ -420,14 +436,13 @@ async def serve_dev_engine(
         # Measured once: wall-clock values then follow trio's clock (cron under a MockClock).
         wall_clock_offset=time.time() - trio.current_time(),
         plugins=(
-            *builtin_plugins(
-                None if engine_config is None else engine_config.builtin_settings, without
-            ),
+            *builtins,
             http_functions,
             Observability(None if engine_config is None else engine_config.observability),
         ),
     )
     server = _Server(state, http_functions)
+    http_api = next((plugin for plugin in builtins if isinstance(plugin, HttpApi)), None)
     async with trio.open_nursery() as nursery:
         server.nursery = nursery
         addresses: list[tuple[str, int]] = []
@@ -450,6 +465,12 @@ async def serve_dev_engine(
             addresses.append((listener.host, bound_port))
             bound.extend(each.socket.getsockname()[0] for each in sockets)
             logger.info("dev engine listening on %s:%s", listener.host, bound_port)
+        http_address = None
+        if http_api is not None:
+            server.http_api = http_api
+            http_address = await _start_http_api(
+                nursery, server, http_api, http_port, engine_config, bound
+            )
         nursery.start_soon(server.run_timers)
         warn_if_exposed(bound)
         task_status.started(
@@ -464,10 +485,45 @@ async def serve_dev_engine(
                     check_text=False,
                 ),
                 nursery=nursery,
+                http_address=http_address,
             )
         )
         await trio.sleep_forever()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _start_http_api(
+    nursery: trio.Nursery,
+    server: _Server,
+    http_api: HttpApi,
+    http_port: int | None,
+    engine_config: EngineConfig | None,
+    bound: list[str],
+) -> tuple[str, int]:
+    """Start the REST API's listener; returns its address."""
+    from ._http_api_server import serve_http_api  # h11 is loaded only when this runs
+
+    settings = http_api.settings
+    configured = engine_config is not None and HTTP_API in engine_config.builtin_settings
+    if http_port is None:
+        http_port = settings.port if configured else 0
+    http_host = DEFAULT_LISTENER_HOST if settings.host is None else settings.host
+    sockets: list[trio.SocketListener] = await nursery.start(
+        serve_http_api, http_api, server, http_host, http_port
+    )
+    bound_port = sockets[0].socket.getsockname()[1]
+    bound.extend(each.socket.getsockname()[0] for each in sockets)
+    logger.info("REST API listening on %s:%s", http_host, bound_port)
+    return http_host, bound_port
+
+
+def _check_http_port(http_port: object) -> None:
+    if http_port is None:
+        return
+    if isinstance(http_port, bool) or not isinstance(http_port, int):
+        raise TypeError(f"http_port must be an int or None, got {http_port!r}")
+    if not 0 <= http_port <= 65535:
+        raise ValueError(f"http_port must be between 0 and 65535, got {http_port}")
 
 
 def _check_without(without: object) -> None:
@@ -649,6 +705,10 @@ class _Server:
         self._readers_waiting = 0
         #: The queues of channels with an end attached, by channel id (see _ChannelPipe).
         self._pipes: dict[str, _ChannelPipe] = {}
+        #: The core's iii-http plugin, when it runs.
+        self.http_api: HttpApi | None = None
+        #: Where each REST API request's outcome goes, by request id.
+        self._http_outcomes: dict[str, Callable[[HttpReply | None], None]] = {}
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -1024,6 +1084,77 @@ class _Server:
         if pipe.writer_done and pipe.reader_done and self._pipes.get(channel_id) is pipe:
             del self._pipes[channel_id]
 
+    def _attach_in_process(
+        self, channel: StreamChannel, direction: Literal["read", "write"]
+    ) -> _ChannelPipe:
+        """Attach the engine itself as one end of ``channel`` (the REST API's ``request_body``
+        writer and ``response`` reader): its frames use the same bounded queue a worker's
+        socket would, and the handler attaches the other end over its WebSocket."""
+        attached = self._state.channels.attach(channel.id, channel.access_key, direction)
+        assert attached is channel  # just created: nobody else has its key yet
+        pipe = self._pipes.get(channel.id)
+        if pipe is None:
+            pipe = self._pipes[channel.id] = _ChannelPipe(channel.buffer_size)
+        if direction == "write":
+            pipe.writer_attached = True
+        else:
+            pipe.reader_attached = True
+        return pipe
+
+    def begin_http(
+        self,
+        matched: RouteMatch,
+        facts: RequestFacts,
+        body: JSON,
+        on_outcome: Callable[[HttpReply | None], None],
+    ) -> HttpRequestChannels:
+        """Start a routed REST API request (see :class:`._http_api_server.HttpApiBridge`)."""
+        from ._http_api_server import HttpRequestChannels
+
+        assert self.http_api is not None
+        request_id = self._state.new_id()
+        self._http_outcomes[request_id] = on_outcome
+        started, outputs = self.http_api.begin(
+            request_id, matched, facts, body, trio.current_time()
+        )
+        # Attached before the handler is called, so its own attach finds the pipes.
+        body_pipe = self._attach_in_process(started.request_body, "write")
+        response_pipe = self._attach_in_process(started.response, "read")
+        self._perform(outputs)
+        self._write_dirty()
+        self._report_progress()
+        return HttpRequestChannels(
+            request_id,
+            body_pipe.send,
+            response_pipe.receive,
+            started.request_body.id,
+            started.response.id,
+        )
+
+    def end_http(self, channels: HttpRequestChannels) -> None:
+        """A REST API request is answered: release the engine's ends of its channels (a
+        handler still writing its response is dropped, as by the engine)."""
+        self._http_outcomes.pop(channels.request_id, None)
+        channels.body.close()
+        channels.response.close()
+        ends: tuple[tuple[str, Literal["read", "write"]], ...] = (
+            (channels.request_body_id, "write"),
+            (channels.response_id, "read"),
+        )
+        for channel_id, direction in ends:
+            pipe = self._pipes.get(channel_id)
+            if pipe is None:
+                continue
+            self._release_pipe(channel_id, pipe, direction)
+            handler_attached = (
+                pipe.reader_attached if direction == "write" else pipe.writer_attached
+            )
+            if not handler_attached:
+                # Nobody will attach any more: without this, every request would leave its
+                # channels behind until the sweep, five minutes later.
+                self._pipes.pop(channel_id, None)
+                self._state.channels.discard(channel_id)
+
     def _drop_channel(self, channel_id: str) -> None:
         """The sweep removed the channel: release the ends nobody attached, so that an attached
         reader gets the end of the stream and an attached writer's next frame drops it."""
@@ -1062,6 +1193,10 @@ class _Server:
                     self._timer_wakeup.set()
             elif isinstance(output, HttpRequest):
                 self._send_http(output)
+            elif isinstance(output, HttpApiOutcome):
+                deliver = self._http_outcomes.pop(output.request_id, None)
+                if deliver is not None:
+                    deliver(output.reply)
             elif isinstance(output, WorkerConnected):
                 logger.info(
                     "worker connected: id=%s peer=%s", output.connection_id, output.peer_host

@@ -214,9 +214,9 @@ def test_an_image_on_another_worker_is_kept() -> None:
 def test_what_the_dev_engine_ignores_is_noted_once_each() -> None:
     config = parse(
         "workers:\n"
-        "  - name: iii-http\n"
+        "  - name: iii-exec\n"
         "  - name: my-worker\n"
-        "  - name: iii-http\n"
+        "  - name: iii-exec\n"
         "  - name: iii-engine-functions\n"  # provided: nothing to say without a block
         "  - name: iii-worker-manager\n"
         "    config: {rbac: {auth_function_id: a::b}}\n"
@@ -225,7 +225,7 @@ def test_what_the_dev_engine_ignores_is_noted_once_each() -> None:
     )
     ignored = "config: iii-worker-manager key '{}' is not applied by the dev engine; ignored"
     assert config.notes == (
-        "config: worker 'iii-http' is not emulated by the dev engine; ignored",
+        "config: worker 'iii-exec' is not emulated by the dev engine; ignored",
         "config: worker 'my-worker' is not emulated by the dev engine; ignored",
         ignored.format("rbac"),
         ignored.format("middleware_function_id"),

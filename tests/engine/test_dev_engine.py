@@ -152,7 +152,8 @@ async def answer_calls(worker: RawWorker, *, times: int = 1) -> None:
 async def test_url_and_ports(engine: DevEngine) -> None:
     assert engine.url == f"ws://127.0.0.1:{engine.port}"
     assert engine.port > 0
-    assert engine.http_url is None
+    assert engine.http_url is not None
+    assert engine.http_url.startswith("http://127.0.0.1:")
 
 
 async def test_workerregistered_comes_first_with_fresh_ids(
@@ -523,9 +524,9 @@ async def test_cancellation_of_the_block_is_not_wrapped() -> None:
     assert scope.cancelled_caught
 
 
-async def test_http_port_is_not_supported_yet() -> None:
-    with pytest.raises(TypeError, match="http_port"):
-        async with open_dev_engine(http_port=3111):  # type: ignore[arg-type]
+async def test_http_port_must_be_a_port_number() -> None:
+    with pytest.raises(ValueError, match="http_port"):
+        async with open_dev_engine(http_port=70000):
             pass  # pragma: no cover
 
 

@@ -21,11 +21,11 @@ workers:
   - name: iii-worker-manager
     config:
       port: ${MAIN_PORT:0}
-  - name: iii-http                  # not emulated yet
+  - name: iii-exec                  # not emulated
     config: {port: 3111}
   - name: iii-worker-manager
     config: {port: 0, handshake_timeout_ms: 200}
-  - name: iii-http
+  - name: iii-exec
   - name: my-worker
     image: ghcr.io/example/my-worker:1
 """
@@ -62,7 +62,7 @@ async def test_workers_on_different_listeners_call_each_other(
                 await callee.wait_registered()
                 assert await caller.trigger("math::double", 21) == 42
     logs = dev_engine_logs(caplog)
-    for name in ("iii-http", "my-worker"):
+    for name in ("iii-exec", "my-worker"):
         note = f"config: worker '{name}' is not emulated by the dev engine; ignored"
         assert logs.count(note) == 1
     assert sum("dev engine listening on 127.0.0.1:" in line for line in logs) == 2

@@ -31,6 +31,8 @@ Where things are
 - :mod:`._state_worker`, :mod:`._stream_worker`: ``iii-state`` and ``iii-stream``, the
   engine's key-value state and streams in memory, their ``state`` / ``stream`` trigger types
   and custom stream delegation; :mod:`._update_ops`, the update operations they share.
+- :mod:`._http_api`: ``iii-http``, the ``http`` trigger type and the REST API's decisions:
+  routes, the handler's payload, and responses made of return values.
 - :mod:`._model`: the tables' records, the outputs, and the engine's text rules.
 
 Theory of operation

@@ -20,6 +20,7 @@ from typing import Any, Final, Generic, TypeVar
 import attrs
 
 from ._cron import Cron, read_cron_block
+from ._http_api import HTTP_API, HttpApi, read_http_block
 from ._plugin import EnginePlugin
 from ._pubsub import PUBSUB, PubSub, read_pubsub_block
 from ._queues import QUEUE, Queues, read_queue_block
@@ -86,6 +87,7 @@ class BuiltinWorker(Generic[_Settings]):
 
 #: Every built-in worker the dev engine can run, in the order they are installed.
 BUILTIN_WORKERS: Final[tuple[BuiltinWorker[Any], ...]] = (
+    BuiltinWorker(HTTP_API, read_http_block, HttpApi),
     BuiltinWorker(PUBSUB, read_pubsub_block, PubSub),
     BuiltinWorker(QUEUE, read_queue_block, Queues),
     BuiltinWorker("iii-cron", read_cron_block, Cron),

@@ -130,6 +130,12 @@ class ChannelRegistry:
             channel.reader_attached = True
         return channel
 
+    def discard(self, channel_id: str) -> None:
+        """Forget a channel at once (the engine's REST API does when a request is answered and
+        the handler never attached its end: a late attach then finds no channel, as in the
+        engine)."""
+        self._channels.pop(channel_id, None)
+
     def _run_sweep(self, now: float, out: list[Output]) -> None:
         self._sweep = None
         waiting = False

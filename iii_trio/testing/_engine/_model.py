@@ -24,6 +24,7 @@ import attrs
 from ..._protocol._messages import JSON, Message
 
 if TYPE_CHECKING:
+    from ._http_api import HttpReply
     from ._plugin import Continuation, EnginePlugin
     from ._timers import Timer
 
@@ -136,6 +137,16 @@ class ChannelDropped:
     channel_id: str
 
 
+@attrs.frozen
+class HttpApiOutcome:
+    """What became of REST API request ``request_id`` (the ``iii-http`` worker): the whole
+    response to send, or ``None`` when the handler returned ``null`` and the ``response``
+    channel decides."""
+
+    request_id: str
+    reply: HttpReply | None
+
+
 Output: TypeAlias = (
     Send
     | CloseConnection
@@ -145,6 +156,7 @@ Output: TypeAlias = (
     | WorkerDisconnected
     | HttpRequest
     | ChannelDropped
+    | HttpApiOutcome
 )
 
 #: How the engine itself performs a function for its owner (an HTTP-invoked function): called
