@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,7 +22,7 @@ import pytest
 import trio
 
 import iii_trio
-from iii_trio.testing import DevEngine
+from iii_trio.testing import DevEngine, open_dev_engine
 
 pytest_plugins = ["pytester"]
 
@@ -103,3 +104,56 @@ def test_the_command_lines_name_real_commands() -> None:
             timeout=30,
         )
         assert ran.returncode == 0, (command, ran.stderr)
+
+
+#: The README's ``iii-trio trigger`` blocks call the engine on its default address.
+DEFAULT_PORT = 49134
+TRIGGER_BLOCKS = [
+    block
+    for block in re.findall(r"```sh\n(.*?)```", TEXT, flags=re.S)
+    if "iii-trio trigger" in block
+]
+
+
+def default_port_is_free() -> bool:
+    with socket.socket() as probe:
+        # As the engine binds: a recently closed connection's TIME_WAIT does not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            return False
+    return True
+
+
+async def test_the_trigger_command_lines_run_against_an_engine_on_the_default_port(
+    tmp_path: Path,
+) -> None:
+    if not default_port_is_free():
+        pytest.skip(f"port {DEFAULT_PORT} is taken: an engine of your own is running")
+    assert TRIGGER_BLOCKS
+    env = {**os.environ}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    async with (
+        open_dev_engine(port=DEFAULT_PORT) as engine,
+        iii_trio.open_worker(engine.url, name="orders") as orders,
+        iii_trio.open_worker(engine.url, name="billing", namespace="billing") as billing,
+    ):
+        orders.register_function(
+            "orders::process", lambda order: {"processed": order}, description="Process an order"
+        )
+        billing.register_function("billing::total", lambda payload: 42)
+        await orders.wait_registered()
+        await billing.wait_registered()
+        for block in TRIGGER_BLOCKS:
+            with trio.fail_after(60):
+                ran = await trio.run_process(
+                    ["sh", "-c", f"set -e\n{block}"],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                    env=env,
+                    cwd=tmp_path,
+                )
+            assert ran.returncode == 0, (block, ran.stderr.decode())
+            assert b'"processed"' in ran.stdout or b"42" in ran.stdout
