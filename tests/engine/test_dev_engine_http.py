@@ -41,6 +41,16 @@ async def echo(request: dict[str, Any]) -> dict[str, Any]:
     return {"status_code": 201, "headers": {"X-Seen": "yes"}, "body": seen}
 
 
+async def get_once(
+    engine: DevEngine, client: httpx.AsyncClient, function_id: str, handler: Any, api_path: str
+) -> httpx.Response:
+    """GET ``api_path`` once, served by ``handler`` bound to it in a worker of its own."""
+    async with iii_trio.open_worker(engine.url) as worker:
+        worker.register_function(function_id, handler)
+        await worker.register_trigger("http", function_id, {"api_path": api_path})
+        return await client.get("/" + api_path.lstrip("/"))
+
+
 async def test_a_route_gets_the_request_payload_and_answers_with_its_return_value(
     engine: DevEngine, client: httpx.AsyncClient
 ) -> None:
@@ -117,10 +127,7 @@ async def test_return_values_map_to_responses(
     body: bytes,
 ) -> None:
     with trio.fail_after(DEADLINE):
-        async with iii_trio.open_worker(engine.url) as worker:
-            worker.register_function("http::fixed", lambda request: result)
-            await worker.register_trigger("http", "http::fixed", {"api_path": "fixed"})
-            response = await client.get("/fixed")
+        response = await get_once(engine, client, "http::fixed", lambda request: result, "fixed")
     assert response.status_code == status
     assert response.headers["content-type"] == content_type
     assert response.content == body
@@ -219,10 +226,7 @@ async def test_a_handler_streams_its_response_through_the_channel(
             await writer.send_all(b"part2")
 
     with trio.fail_after(DEADLINE):
-        async with iii_trio.open_worker(engine.url) as worker:
-            worker.register_function("http::stream", streamer)
-            await worker.register_trigger("http", "http::stream", {"api_path": "stream"})
-            response = await client.get("/stream")
+        response = await get_once(engine, client, "http::stream", streamer, "stream")
     assert response.status_code == 207
     assert response.headers["x-stream"] == "yes"
     assert response.headers["transfer-encoding"] == "chunked"
@@ -241,10 +245,7 @@ async def test_a_writer_closed_without_data_gives_an_empty_response(
         return {"status_code": 200, "body": "ignored"}
 
     with trio.fail_after(DEADLINE):
-        async with iii_trio.open_worker(engine.url) as worker:
-            worker.register_function("http::teapot", teapot)
-            await worker.register_trigger("http", "http::teapot", {"api_path": "teapot"})
-            response = await client.get("/teapot")
+        response = await get_once(engine, client, "http::teapot", teapot, "teapot")
     assert response.status_code == 418
     assert response.headers["x-t"] == "1"
     assert response.content == b""
