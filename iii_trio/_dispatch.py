@@ -54,7 +54,9 @@ if typing.TYPE_CHECKING:
     from ._worker import Worker
 
 __all__ = [
+    "FailureListener",
     "PreparedHandler",
+    "can_serve_inline",
     "prepare_handler",
     "serve_inline",
     "serve_invocation",
@@ -409,7 +411,21 @@ def _caller(
     return call_sync
 
 
-def _error_frame(message: InvokeFunction, code: str, text: str, stacktrace: str | None) -> bytes:
+class FailureListener(typing.Protocol):
+    """Told when an invocation's answer is an error (its span, when the worker traces)."""
+
+    def failed(self, code: str, message: str) -> None: ...
+
+
+def _error_frame(
+    message: InvokeFunction,
+    code: str,
+    text: str,
+    stacktrace: str | None,
+    listener: FailureListener | None,
+) -> bytes:
+    if listener is not None:
+        listener.failed(code, text)
     return encode(
         InvocationResult(
             invocation_id=message.invocation_id or "",
@@ -434,10 +450,12 @@ async def serve_invocation(
     sink: ResultSink,
     *,
     refusal: ErrorBody | None = None,
+    listener: FailureListener | None = None,
 ) -> None:
     """Run one invocation to completion and send its result frame to ``sink``.
 
     Without a ``handler`` the answer is ``refusal``, by default ``function_not_found``.
+    ``listener`` hears of an answer that is an error.
     """
     payload = _enter_invocation(message, worker)
     ends: list[ChannelReader | ChannelWriter] = []
@@ -451,16 +469,16 @@ async def serve_invocation(
                 refusal = ErrorBody(
                     "function_not_found", f"Function '{message.function_id}' not found"
                 )
-            frame = _error_frame(message, refusal.code, refusal.message, None)
+            frame = _error_frame(message, refusal.code, refusal.message, None, listener)
         else:
             if handler.structure is not None:
                 payload = handler.structure(payload)
             result = await handler.call(payload, message.metadata)
             finished = True
-            frame = _result_frame(message, result)
+            frame = _result_frame(message, result, listener)
     except Exception as exc:
         finished = True
-        frame = _failure_frame(message, exc)
+        frame = _failure_frame(message, exc, listener)
     finally:
         if ends:
             # Before the result goes out, so that its caller finds the streams complete. Each
@@ -476,16 +494,28 @@ async def serve_invocation(
     await sink.send_result(frame)
 
 
-def serve_inline(handler: PreparedHandler, message: InvokeFunction, worker: Worker) -> bytes | None:
-    """Serve an invocation of a handler that cannot suspend, right here; return its result frame
-    (None, having done nothing, when the payload holds a channel ref: its ends are the
-    handler's to use, which takes a task).
+def can_serve_inline(handler: PreparedHandler, message: InvokeFunction) -> bool:
+    """Whether :func:`serve_inline` may answer ``message``: the handler cannot suspend, the
+    caller waits for the answer, and the payload holds no channel ref (its ends are the
+    handler's to use, which takes a task)."""
+    return (
+        handler.call_inline is not None
+        and message.invocation_id is not None
+        and not has_channel_refs(message.data)
+    )
+
+
+def serve_inline(
+    handler: PreparedHandler,
+    message: InvokeFunction,
+    worker: Worker,
+    listener: FailureListener | None = None,
+) -> bytes:
+    """Serve an invocation that :func:`can_serve_inline`, right here; return its result frame.
 
     Runs in a fresh copy of the context, as a handler task would.
     """
-    if has_channel_refs(message.data):
-        return None
-    return contextvars.copy_context().run(_serve_inline, handler, message, worker)
+    return contextvars.copy_context().run(_serve_inline, handler, message, worker, listener)
 
 
 def _live(
@@ -496,16 +526,21 @@ def _live(
     return end
 
 
-def _serve_inline(handler: PreparedHandler, message: InvokeFunction, worker: Worker) -> bytes:
+def _serve_inline(
+    handler: PreparedHandler,
+    message: InvokeFunction,
+    worker: Worker,
+    listener: FailureListener | None,
+) -> bytes:
     payload = _enter_invocation(message, worker)
     call_inline = handler.call_inline
     assert call_inline is not None
     try:
         if handler.structure is not None:
             payload = handler.structure(payload)
-        return _result_frame(message, call_inline(payload, message.metadata))
+        return _result_frame(message, call_inline(payload, message.metadata), listener)
     except Exception as exc:
-        return _failure_frame(message, exc)
+        return _failure_frame(message, exc, listener)
 
 
 def _enter_invocation(message: InvokeFunction, worker: Worker) -> Any:
@@ -521,14 +556,16 @@ def _enter_invocation(message: InvokeFunction, worker: Worker) -> Any:
     return payload
 
 
-def _failure_frame(message: InvokeFunction, exc: Exception) -> bytes:
+def _failure_frame(
+    message: InvokeFunction, exc: Exception, listener: FailureListener | None
+) -> bytes:
     if isinstance(exc, InvalidPayload):
-        return _error_frame(message, "invalid_payload", str(exc), None)
+        return _error_frame(message, "invalid_payload", str(exc), None, listener)
     logger.debug("handler of %s raised", message.function_id, exc_info=True)
-    return _error_frame(message, "invocation_failed", str(exc) or repr(exc), _trace(exc))
+    return _error_frame(message, "invocation_failed", str(exc) or repr(exc), _trace(exc), listener)
 
 
-def _result_frame(message: InvokeFunction, result: Any) -> bytes:
+def _result_frame(message: InvokeFunction, result: Any, listener: FailureListener | None) -> bytes:
     if type(result) not in _PLAIN_JSON:
         result = payload_converter.unstructure(result)
     try:
@@ -539,6 +576,7 @@ def _result_frame(message: InvokeFunction, result: Any) -> bytes:
             "invocation_failed",
             f"the result of {message.function_id} is not JSON-serializable: {exc}",
             None,
+            listener,
         )
     if len(frame) > MAX_MESSAGE_SIZE:
         return _error_frame(
@@ -547,6 +585,7 @@ def _result_frame(message: InvokeFunction, result: Any) -> bytes:
             f"the result of {message.function_id} is {len(frame)} bytes; the limit is "
             f"{MAX_MESSAGE_SIZE} (stream large data through a channel)",
             None,
+            listener,
         )
     return frame
 

@@ -36,6 +36,7 @@ from ._connection import CallFailed, EngineLink, EngineSession
 from ._context import outgoing_baggage, outgoing_trace
 from ._dispatch import (
     PreparedHandler,
+    can_serve_inline,
     prepare_handler,
     serve_inline,
     serve_invocation,
@@ -50,7 +51,7 @@ from ._exceptions import (
 )
 from ._groups import raise_collapsed
 from ._http_invocation import HttpInvocation, invocation_ref
-from ._otel import Outcome, Tracing, traceparent_of, tracing_for
+from ._otel import Tracing, tracing_for
 from ._protocol._channels import is_channel_ref, ref_from_json, replace_channel_refs
 from ._protocol._codec import encode, encode_call, encode_json, loads
 from ._protocol._ids import new_invocation_id
@@ -248,16 +249,19 @@ class _SessionOwner:
             await serve_invocation(handler, message, self.worker, session, refusal=refusal)
             return
         with tracing.serving(message) as outcome:
-            sink = _TracedSink(session, outcome)
-            await serve_invocation(handler, message, self.worker, sink, refusal=refusal)
+            await serve_invocation(
+                handler, message, self.worker, session, refusal=refusal, listener=outcome
+            )
 
     def serve_inline(self, message: InvokeFunction) -> bytes | None:
         handler = self.handlers.get(message.function_id)
-        if handler is None or handler.call_inline is None or message.invocation_id is None:
+        if handler is None or not can_serve_inline(handler, message):
             return None
-        if self.tracing is not None:
-            return None  # a span is opened around it in its task
-        return serve_inline(handler, message, self.worker)
+        tracing = self.tracing
+        if tracing is None:
+            return serve_inline(handler, message, self.worker)
+        with tracing.serving(message) as outcome:
+            return serve_inline(handler, message, self.worker, outcome)
 
     def registration_refused(self, error: RegistrationRejected) -> None:
         function_id = error.function_id
@@ -304,25 +308,6 @@ class _SessionOwner:
                 binding.function_id,
                 error,
             )
-
-
-@attrs.frozen
-class _TracedSink:
-    """A session as a handler's result goes to it, telling the invocation's span whether the
-    result is a failure (the result frame is read again, which only a traced worker pays)."""
-
-    session: EngineSession
-    outcome: Outcome
-
-    async def send_result(self, frame: bytes) -> None:
-        answer = loads(frame)
-        error = answer.get("error") if type(answer) is dict else None
-        if type(error) is dict:
-            self.outcome.failed(str(error.get("code")), str(error.get("message")))
-        await self.session.send_result(frame)
-
-    def result_dropped(self) -> None:
-        self.session.result_dropped()
 
 
 @final
@@ -828,7 +813,7 @@ class Worker:
                 namespace,
                 None,
                 VoidAction(),
-                traceparent=traceparent_of(outcome),
+                traceparent=outcome.traceparent(),
             )
             session = self._link.session or await self._link.wait_connected()
             session.send_frame(frame)
@@ -889,7 +874,7 @@ class Worker:
                 namespace,
                 invocation_id,
                 action,
-                traceparent=traceparent_of(outcome),
+                traceparent=outcome.traceparent(),
             )
             try:
                 if self._invocation_timeout is None:

@@ -14,9 +14,11 @@ import trio
 from engine._raw import RawWorker
 
 import iii_trio
+from iii_trio._dispatch import prepare_handler
 from iii_trio.testing import DevEngine
 
 trace_sdk = pytest.importorskip("opentelemetry.sdk.trace")
+from opentelemetry import trace  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E402
     InMemorySpanExporter,
@@ -55,7 +57,7 @@ async def test_calls_and_invocations_are_linked_spans_without_payloads(
     ):
 
         @served.function("svc::double")
-        def double(n: int) -> int:  # inline-capable: traced, it runs in a task of its own
+        async def double(n: int) -> int:  # cannot suspend: served inline, in its span
             return 2 * n
 
         @served.function("svc::chain")
@@ -196,3 +198,75 @@ async def test_a_served_span_continues_the_callers_trace_and_baggage(
     assert inner_context.traceparent[36:52] == f"{call_inner.context.span_id:016x}"
     assert inner_context.baggage is not None
     assert "tenant=acme" in inner_context.baggage.split(",")
+
+
+def served(body: Any, *, inline: bool, payload_type: Any = Any) -> Any:
+    """An ``async def`` handler running ``body``: one that cannot suspend (so the connection's
+    reader serves it itself), or one that does (so it runs in a task)."""
+    if inline:
+
+        async def handler(payload: Any) -> Any:
+            return body(payload)
+    else:
+
+        async def handler(payload: Any) -> Any:
+            await trio.lowlevel.checkpoint()
+            return body(payload)
+
+    handler.__annotations__["payload"] = payload_type
+    assert (prepare_handler("svc::any", handler).call_inline is not None) is inline
+    return handler
+
+
+def count(n: int) -> int:
+    if n < 0:
+        raise ValueError("negative")
+    return n
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "in a task"])
+async def test_a_handler_runs_inside_its_span_and_its_failures_mark_it(
+    iii_engine: DevEngine,
+    provider: trace_sdk.TracerProvider,
+    exporter: InMemorySpanExporter,
+    inline: bool,
+) -> None:
+    async with (
+        iii_trio.open_worker(iii_engine.url, name="served", tracer_provider=provider) as worker,
+        iii_trio.open_worker(iii_engine.url, name="caller") as caller,
+    ):
+        current_span = served(
+            lambda _: f"{trace.get_current_span().get_span_context().span_id:016x}",
+            inline=inline,
+        )
+        worker.register_function("svc::span", current_span)
+        worker.register_function("svc::count", served(count, inline=inline, payload_type=int))
+        end_kind = served(lambda payload: type(payload["end"]).__name__, inline=inline)
+        worker.register_function("svc::kind", end_kind)
+        await worker.wait_registered()
+        channel = await caller.create_channel()
+        with trio.fail_after(10):
+            span_id = await caller.trigger("svc::span", None)
+            with pytest.raises(iii_trio.InvocationError, match="negative"):
+                await caller.trigger("svc::count", -1)
+            with pytest.raises(iii_trio.InvocationError) as invalid:
+                await caller.trigger("svc::count", "many")
+            assert invalid.value.code == "invalid_payload"
+            # A channel end in the payload is the handler's to use: it is served in a task.
+            assert await caller.trigger("svc::kind", {"end": channel.reader}) == "ChannelReader"
+    served_spans = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.SERVER]
+    assert [span.name for span in served_spans] == [
+        "svc::span",
+        "svc::count",
+        "svc::count",
+        "svc::kind",
+    ]
+    assert f"{served_spans[0].context.span_id:016x}" == span_id
+    codes = [span.attributes.get("iii.error.code") for span in served_spans]
+    assert codes == [None, "invocation_failed", "invalid_payload", None]
+    assert [span.status.status_code for span in served_spans] == [
+        StatusCode.UNSET,
+        StatusCode.ERROR,
+        StatusCode.ERROR,
+        StatusCode.UNSET,
+    ]
