@@ -1,6 +1,7 @@
 """Channel throughput: 64 KiB chunks through the dev engine, next to a bare WebSocket pipe.
 
-``python -m benchmarks.channels [--size MIB] [--rounds N] [--json PATH]``
+``python -m benchmarks.channels [--size MIB] [--rounds N] [--json PATH] [--engine-url URL
+--engine-pid PID]``
 
 Each round moves ``--size`` MiB (default 256) three times, in 64 KiB binary frames, each time
 between processes on loopback:
@@ -19,23 +20,27 @@ share of the pipe (the goal is at least 80%) and of the relay, and each process'
 MB, which says more than the rate on a machine with fewer free cores than processes. Rounds
 rotate the order of the paths, so that a change in the machine's load hits all alike. Children
 are stopped by PID (see ``_procs.py``); the worker scripts are ``workers/channel_stream.py`` and
-``workers/dev_engine.py``. Not part of ``python -m benchmarks.run``; nothing is written to
-RESULTS.md.
+``workers/dev_engine.py``. With ``--engine-url`` (and the PID whose CPU to count) the channel
+goes through an engine already running there instead, a real iii engine say. Not part of
+``python -m benchmarks.run``; nothing is written to RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._procs import Child, Processes, install_signal_handlers
+import psutil
+
+from benchmarks._procs import Child, Processes, cpu_seconds, install_signal_handlers
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = Path(__file__).resolve().parent / "workers"
@@ -110,8 +115,10 @@ def run_relay(processes: Processes, size: int, timeout: float) -> dict[str, Any]
     return result
 
 
-def run_channel(processes: Processes, url: str, engine: Child, size: int, timeout: float) -> Any:
-    cpu_before = engine.cpu_seconds()
+def run_channel(
+    processes: Processes, url: str, engine_cpu: Callable[[], float], size: int, timeout: float
+) -> Any:
+    cpu_before = engine_cpu()
     source = processes.spawn(
         "channel-source",
         [sys.executable, str(STREAM), "source", url, str(size)],
@@ -120,8 +127,18 @@ def run_channel(processes: Processes, url: str, engine: Child, size: int, timeou
     )
     result = _json_line(source, timeout)
     _wait(source, timeout)
-    result["engine_cpu_seconds"] = engine.cpu_seconds() - cpu_before
+    result["engine_cpu_seconds"] = engine_cpu() - cpu_before
     return result
+
+
+def _start_dev_engine(processes: Processes) -> tuple[str, Callable[[], float]]:
+    engine = processes.spawn(
+        "dev-engine", [sys.executable, str(WORKERS / "dev_engine.py")], env=_env(), stdout_pipe=True
+    )
+    url = engine.read_line(START_TIMEOUT)
+    if url is None:
+        raise RuntimeError(f"the dev engine did not start:\n{engine.stderr_tail()}")
+    return url, engine.cpu_seconds
 
 
 def _summary(values: list[float]) -> str:
@@ -133,7 +150,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=256, help="MiB per transfer (default 256)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument("--engine-url", help="an engine already running, for the channel path")
+    parser.add_argument("--engine-pid", type=int, help="that engine's PID, to count its CPU")
     args = parser.parse_args(argv)
+    if (args.engine_url is None) != (args.engine_pid is None):
+        parser.error("--engine-url and --engine-pid go together")
     size = args.size * 1024 * 1024
     timeout = 60.0 + size / (5 * MB)  # even at 5 MB/s a transfer ends within this
     install_signal_handlers()
@@ -141,15 +162,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="iii-channel-bench-") as logs:
         processes = Processes(Path(logs))
         try:
-            engine = processes.spawn(
-                "dev-engine",
-                [sys.executable, str(WORKERS / "dev_engine.py")],
-                env=_env(),
-                stdout_pipe=True,
-            )
-            url = engine.read_line(START_TIMEOUT)
-            if url is None:
-                raise RuntimeError(f"the dev engine did not start:\n{engine.stderr_tail()}")
+            if args.engine_url is None:
+                url, engine_cpu = _start_dev_engine(processes)
+            else:
+                url = args.engine_url
+                external = psutil.Process(args.engine_pid)
+                engine_cpu = functools.partial(cpu_seconds, external)
             sink = processes.spawn(
                 "channel-sink",
                 [sys.executable, str(STREAM), "sink", url],
@@ -165,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     elif kind == "relay":
                         result = run_relay(processes, size, timeout)
                     else:
-                        result = run_channel(processes, url, engine, size, timeout)
+                        result = run_channel(processes, url, engine_cpu, size, timeout)
                     if result["bytes"] != size // 65536 * 65536:
                         raise RuntimeError(f"{kind}: {result['bytes']} bytes arrived of {size}")
                     result["mb_per_s"] = result["bytes"] / MB / result["seconds"]
@@ -182,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def cpu(kind: str, key: str) -> str:
         return _summary([m[key] / (m["bytes"] / MB) * 1e6 for m in measurements[kind]])
 
+    through = "the dev engine" if args.engine_url is None else "the engine at --engine-url"
     print()
     print(f"{args.size} MiB in 64 KiB frames, {args.rounds} rounds: median [min-max]")
     print()
@@ -197,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{cpu('relay', 'reader_cpu_seconds')} |"
     )
     print(
-        f"| channel through the dev engine (two hops) | {_summary(channel)} | "
+        f"| channel through {through} (two hops) | {_summary(channel)} | "
         f"{cpu('channel', 'writer_cpu_seconds')} | {cpu('channel', 'engine_cpu_seconds')} | "
         f"{cpu('channel', 'reader_cpu_seconds')} |"
     )
