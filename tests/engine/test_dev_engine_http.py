@@ -98,12 +98,12 @@ async def test_unknown_paths_get_404_and_other_methods_405(
     assert missing.content == b'{"error":{"code":"NOT_FOUND","message":"Not Found"}}'
     assert missing.headers["access-control-allow-origin"] == "*"
     assert other_method.status_code == 405
-    assert other_method.headers["allow"] == "GET"
+    assert other_method.headers["allow"] == "GET,HEAD"
     assert other_method.content == b""
     assert trailing.status_code == 404
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-methods"] == "*"
-    assert preflight.headers["allow"] == "GET"
+    assert preflight.headers["allow"] == "GET,HEAD"
 
 
 @pytest.mark.parametrize(

@@ -535,36 +535,42 @@ class HttpApi(EnginePlugin):
     # -- the shell's entry points ---------------------------------------------------------------
 
     def match(self, method: str, path: str) -> RouteMatch | HttpReply:
-        """The route for ``method`` and ``path``, or the 404 / 405 answer."""
+        """The route for ``method`` and ``path``, or the 404 / 405 answer.
+
+        As the engine's router: the path is matched first, against every route whatever its
+        method, and where several templates match, a literal segment beats a parameter at the
+        first segment where they differ (``/p/fixed`` over ``/p/:a``); then the method, among
+        that template's routes. A GET route also takes HEAD (its ``allow`` says so), but the
+        engine's handler then finds no HEAD route and answers 404."""
         parts = tuple(path[1:].split("/")) if path.startswith("/") else (path,)
-        allowed: set[str] = set()
-        best: RouteMatch | None = None
-        best_literals = -1
+        best: tuple[int, ...] | None = None
+        on_path: dict[str, Route] = {}
+        params: dict[str, JSON] = {}
         for route in self._routes.values():
             if route.method not in ROUTABLE_METHODS or len(route.segments) != len(parts):
                 continue
-            params: dict[str, JSON] = {}
-            literals = 0
-            for pattern, part in zip(route.segments, parts, strict=True):
-                if pattern.startswith(":") and part:
-                    params[pattern[1:]] = part
-                elif pattern == part:
-                    literals += 1
-                else:
-                    break
-            else:
-                if route.method != method:
-                    allowed.add(route.method)
-                    continue
-                # A literal segment beats a parameter (``/p/fixed`` over ``/p/:a``).
-                if literals > best_literals:
-                    best, best_literals = RouteMatch(route, params), literals
-        if best is not None:
-            return best
-        if allowed:
-            allow = ",".join(method for method in _ALLOW_ORDER if method in allowed)
-            return HttpReply(405, (("allow", allow),))
-        return NOT_FOUND
+            matched = _path_params(route.segments, parts)
+            if matched is None:
+                continue
+            priority = tuple(0 if segment.startswith(":") else 1 for segment in route.segments)
+            if best is None or priority > best:
+                best, on_path, params = priority, {}, matched
+            if priority == best:
+                # Same priority and both matching: the same template (registration refuses
+                # one shape with other parameter names).
+                on_path[route.method] = route
+        if best is None:
+            return NOT_FOUND
+        route_for_method = on_path.get(method)
+        if route_for_method is not None:
+            return RouteMatch(route_for_method, params)
+        if method == "HEAD" and "GET" in on_path:
+            return NOT_FOUND
+        allowed = set(on_path)
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        allow = ",".join(method for method in _ALLOW_ORDER if method in allowed)
+        return HttpReply(405, (("allow", allow),))
 
     def preflight(self, path: str) -> HttpReply:
         """The CORS layer's answer to any ``OPTIONS`` request (no handler ever runs for one):
@@ -658,6 +664,18 @@ class HttpApi(EnginePlugin):
             binding.namespace, global_ids, middleware_input, answer, condition, out
         )
         return started, out
+
+
+def _path_params(segments: Sequence[str], parts: Sequence[str]) -> dict[str, JSON] | None:
+    """The path parameters if ``parts`` match the template ``segments`` (a parameter takes
+    one non-empty segment, raw), else ``None``."""
+    params: dict[str, JSON] = {}
+    for pattern, part in zip(segments, parts, strict=True):
+        if pattern.startswith(":") and part:
+            params[pattern[1:]] = part
+        elif pattern != part:
+            return None
+    return params
 
 
 def _route_middleware(binding: Binding) -> list[str]:
