@@ -1022,11 +1022,13 @@ class EngineState:
         """Call a worker's function (or an HTTP-invoked one) on the engine's own behalf, as it
         calls condition functions and middleware (plugin interface). The outcome goes to
         ``then``, if given: ``function_not_found`` at once when ``namespace`` has no such
-        function a worker serves. The trace fields, if given, go with the call to a worker."""
+        function a worker serves (worded as the engine words it on this path: no period and
+        no hint of other namespaces, unlike a worker's call). The trace fields, if given, go
+        with the call to a worker."""
         function = self.functions.get((namespace, function_id))
         if function is None or function.owner is None:
             if then is not None:
-                text = self._not_found_message(function_id, namespace)
+                text = f"Function {function_id} not found in namespace {namespace}"
                 then(None, ErrorBody("function_not_found", text), out)
             return
         if function.run is not None:
