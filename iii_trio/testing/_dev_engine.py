@@ -656,6 +656,12 @@ class _Outbox:
             # started yet: it writes this on its first turn.
             self.writer.wake()
 
+    def write_later(self) -> None:
+        """Leave what was queued to the writer task, which writes it, and whatever else is
+        queued until then, on its next turn (every :data:`_WRITE_EVERY` frames meanwhile)."""
+        self._dirty_listed = False
+        self.writer.write_burst(_WRITE_EVERY)
+
     def finish(self) -> None:
         self._closing = True
 
@@ -964,6 +970,16 @@ class _Server:
                 outbox.write_out()
             dirty.clear()
 
+    def _write_dirty_later(self) -> None:
+        """Like :meth:`_write_dirty`, but through the writer tasks: for producers that run as
+        many tasks at once, such as the REST API's requests, which then share one write per
+        worker connection and scheduling round instead of making one each."""
+        dirty = self._dirty
+        if dirty:
+            for outbox in dirty:
+                outbox.write_later()
+            dirty.clear()
+
     async def _write(self, outbox: _Outbox) -> None:
         """The connection's writer task: writes what the readers leave to it."""
         try:
@@ -1115,7 +1131,7 @@ class _Server:
         # Registered first: the outputs may answer it already (a handler that is gone).
         self._http_exchanges[request_id] = exchange
         self._perform(outputs)
-        self._write_dirty()
+        self._write_dirty_later()
         self._report_progress()
         return exchange
 
