@@ -28,6 +28,8 @@ from __future__ import annotations
 import contextlib
 import http
 import logging
+import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Final, Protocol
@@ -125,32 +127,36 @@ class _HttpApiServer:
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
         limiter = self._limiter
         try:
-            while True:
-                request: h11.Event | None = None
-                # A client that never finishes its request head costs its own connection only,
-                # and only for so long (hyper's header read timeout).
-                with trio.move_on_after(HEADER_READ_TIMEOUT):
+            # A client that never finishes its request head costs its own connection only,
+            # and only for so long (hyper's header read timeout): the deadline is set while a
+            # head is awaited and lifted while its request is served (one scope for the
+            # connection costs less than one per request).
+            with trio.CancelScope() as head_timeout:
+                while True:
+                    head_timeout.deadline = trio.current_time() + HEADER_READ_TIMEOUT
                     request = await _next_event(connection, stream)
-                if not isinstance(request, h11.Request):
-                    break
-                try:
-                    limiter.acquire_nowait()
-                except trio.WouldBlock:
-                    await limiter.acquire()
-                try:
-                    await self._request(connection, stream, request)
-                finally:
-                    limiter.release()
-                if connection.our_state is not h11.DONE:
-                    break
-                # Whatever the handler left of the body is read (and dropped) before the
-                # next request can be.
-                while connection.their_state is h11.SEND_BODY:
-                    if isinstance(await _next_event(connection, stream), h11.ConnectionClosed):
+                    head_timeout.deadline = math.inf
+                    if not isinstance(request, h11.Request):
                         break
-                if (connection.our_state, connection.their_state) != (h11.DONE, h11.DONE):
-                    break  # MUST_CLOSE: HTTP/1.0, "connection: close", or a broken body
-                connection.start_next_cycle()
+                    try:
+                        limiter.acquire_nowait()
+                    except trio.WouldBlock:
+                        await limiter.acquire()
+                    try:
+                        await self._request(connection, stream, request)
+                    finally:
+                        limiter.release()
+                    if connection.our_state is not h11.DONE:
+                        break
+                    # Whatever the handler left of the body is read (and dropped) before the
+                    # next request can be.
+                    while connection.their_state is h11.SEND_BODY:
+                        event = await _next_event(connection, stream)
+                        if isinstance(event, h11.ConnectionClosed):
+                            break
+                    if (connection.our_state, connection.their_state) != (h11.DONE, h11.DONE):
+                        break  # MUST_CLOSE: HTTP/1.0, "connection: close", or a broken body
+                    connection.start_next_cycle()
         except _ClientGone as gone:
             if isinstance(gone.__cause__, h11.RemoteProtocolError):
                 await _answer_bad_request(connection, stream, gone.__cause__)
@@ -261,7 +267,7 @@ class _HttpApiServer:
         # writer closes, as many at a time as have arrived.
         data = _encode(connection, _response_head(status, headers, cors, stream=True))
         data += _encode(connection, h11.Data(data=bytes(payload)))
-        await stream.send_all(data)
+        await _write(stream, data)
         async for is_text, payload in response:
             data = b"" if is_text else _encode(connection, h11.Data(data=bytes(payload)))
             while True:
@@ -272,7 +278,7 @@ class _HttpApiServer:
                 if not is_text:
                     data += _encode(connection, h11.Data(data=bytes(payload)))
             if data:
-                await stream.send_all(data)
+                await _write(stream, data)
         await _send(connection, stream, h11.EndOfMessage())
 
 
@@ -342,7 +348,7 @@ async def _send_reply(
     if reply.body and method != "HEAD" and reply.status not in (204, 304):
         data += _encode(connection, h11.Data(data=reply.body))
     data += _encode(connection, h11.EndOfMessage())
-    await stream.send_all(data)
+    await _write(stream, data)
 
 
 def _encode(connection: h11.Connection, event: h11.Event) -> bytes:
@@ -355,23 +361,41 @@ def _encode(connection: h11.Connection, event: h11.Event) -> bytes:
 async def _send(connection: h11.Connection, stream: trio.SocketStream, event: h11.Event) -> None:
     data = _encode(connection, event)
     if data:
-        await stream.send_all(data)
+        await _write(stream, data)
     else:
         await trio.lowlevel.checkpoint()
 
 
+async def _write(stream: trio.SocketStream, data: bytes) -> None:
+    """``stream.send_all(data)``, after one non-blocking write that usually takes it all:
+    that spares the scheduling round ``send_all`` costs. Every caller has waited for its
+    request's head or response already, so the request has its checkpoint."""
+    try:
+        sent = os.write(stream.socket.fileno(), data)
+    except OSError:  # full, or broken: send_all says which
+        sent = 0
+    if sent < len(data):
+        await stream.send_all(data[sent:])
+    return  # noqa: ASYNC910 - see the docstring
+
+
 async def _next_event(connection: h11.Connection, stream: trio.SocketStream) -> h11.Event:
+    """The client's next event, reading as much as it takes. A checkpoint either way, but
+    never two: after a read, another would cost a scheduling round per request."""
+    read = False
     while True:
         try:
             event = connection.next_event()
         except h11.RemoteProtocolError as exc:
             raise _ClientGone from exc
-        if event is h11.NEED_DATA:
-            connection.receive_data(await stream.receive_some(_READ_SIZE))
-            continue
-        assert not isinstance(event, type)
+        if event is not h11.NEED_DATA:
+            break
+        connection.receive_data(await stream.receive_some(_READ_SIZE))
+        read = True
+    if not read:
         await trio.lowlevel.checkpoint()
-        return event
+    assert not isinstance(event, type)
+    return event  # noqa: ASYNC910 - receive_some checkpointed, or the checkpoint above
 
 
 async def _read_body(connection: h11.Connection, stream: trio.SocketStream) -> bytes:
