@@ -682,7 +682,11 @@ class _ChannelPipe:
     end attaches; either end may come first."""
 
     def __init__(self, buffer_size: int) -> None:
-        self.send, self.receive = trio.open_memory_channel[tuple[bool, Payload]](buffer_size)
+        # Typed by annotation: subscripting open_memory_channel costs a typing lookup per
+        # call, and the REST API makes two of these per request.
+        self.send: trio.MemorySendChannel[tuple[bool, Payload]]
+        self.receive: trio.MemoryReceiveChannel[tuple[bool, Payload]]
+        self.send, self.receive = trio.open_memory_channel(buffer_size)
         self.writer_attached = False
         self.reader_attached = False
         self.writer_done = False
