@@ -204,15 +204,7 @@ class _HttpApiServer:
             chunks, complete = _body_received(connection)
         exchange = self._bridge.begin_http(matched, facts, body)
         try:
-            while chunks:
-                try:
-                    exchange.body.send_nowait((False, chunks[0]))
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    chunks, complete = [], True  # nobody will read it
-                except trio.WouldBlock:
-                    break
-                else:
-                    del chunks[0]
+            chunks = _queue_now(exchange.body, chunks)
             if complete and not chunks:
                 exchange.body.close()
                 await self._respond(connection, stream, method, cors, exchange)
@@ -429,6 +421,19 @@ def _body_received(connection: h11.Connection) -> tuple[list[bytes], bool]:
             return chunks, True
         if event.data:
             chunks.append(bytes(event.data))
+
+
+def _queue_now(channel: trio.MemorySendChannel[Frame], chunks: list[bytes]) -> list[bytes]:
+    """Queue as many of ``chunks`` into ``request_body`` as fit now; the others (none when
+    nobody can read them any more)."""
+    for index, chunk in enumerate(chunks):
+        try:
+            channel.send_nowait((False, chunk))
+        except trio.WouldBlock:
+            return chunks[index:]
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return []
+    return []
 
 
 async def _feed_body(

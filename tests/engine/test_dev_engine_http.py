@@ -506,6 +506,40 @@ async def test_request_heads_are_limited_as_by_hyper_and_bodies_not_at_all(
     assert too_large.startswith(b"HTTP/1.1 431 ")
 
 
+async def test_a_body_that_breaks_off_reaches_the_handler_as_far_as_it_went(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    # The engine reads a body until its first error (a malformed chunk here) and goes on
+    # with what it has: the handler still runs.
+    assert engine.http_url is not None
+    seen: list[Any] = []
+
+    async def body_echo(request: iii_trio.ApiRequest) -> dict[str, Any]:
+        assert isinstance(request.request_body, iii_trio.ChannelReader)
+        raw = b""
+        async with request.request_body as reader:
+            while chunk := await reader.receive_some():
+                raw += chunk
+        seen.append((request.body, raw))
+        return {"status_code": 201}
+
+    head = b"POST /cut HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n"
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::cut", body_echo)
+            await worker.register_trigger(
+                "http", "http::cut", {"api_path": "cut", "http_method": "POST"}
+            )
+            for content_type in (b"application/json", b"text/plain"):
+                await raw_exchange(
+                    engine.http_url,
+                    head + b"content-type: " + content_type + b"\r\n\r\n5\r\n[1,2]\r\nzz\r\n",
+                )
+            after = await client.get("/still/here")
+    assert seen == [([1, 2], b"[1,2]"), (None, b"[1,2]")]
+    assert after.status_code == 404
+
+
 async def test_a_slow_client_holds_only_its_own_connection(
     engine: DevEngine, client: httpx.AsyncClient
 ) -> None:
