@@ -1105,14 +1105,16 @@ class _Server:
         if pipe.writer_done and pipe.reader_done and self._pipes.get(channel_id) is pipe:
             del self._pipes[channel_id]
 
-    def begin_http(self, matched: RouteMatch, facts: RequestFacts, body: JSON) -> HttpExchange:
+    def begin_http(
+        self, matched: RouteMatch, facts: RequestFacts, body: JSON, started_at: float
+    ) -> HttpExchange:
         """Start a routed REST API request (see :class:`._http_api_server.HttpApiBridge`)."""
         from ._http_api_server import HttpExchange
 
         assert self.http_api is not None
         request_id = str(next(self._http_request_ids))
         started, outputs = self.http_api.begin(
-            request_id, matched, facts, body, trio.current_time()
+            request_id, matched, facts, body, trio.current_time(), started_at=started_at
         )
         # The engine is the writer of request_body and the reader of response (the core has
         # attached those ends); its frames use the same bounded queues a worker's socket

@@ -40,6 +40,7 @@ import trio
 
 from .._protocol._messages import JSON
 from ._engine._http_api import (
+    TIMED_OUT,
     HttpApi,
     HttpReply,
     RequestFacts,
@@ -90,8 +91,11 @@ class HttpExchange:
 class HttpApiBridge(Protocol):
     """What the REST API needs of the rest of the dev engine's shell."""
 
-    def begin_http(self, matched: RouteMatch, facts: RequestFacts, body: JSON) -> HttpExchange:
-        """Start a routed request in the core."""
+    def begin_http(
+        self, matched: RouteMatch, facts: RequestFacts, body: JSON, started_at: float
+    ) -> HttpExchange:
+        """Start a routed request in the core; ``default_timeout`` counts from
+        ``started_at``."""
         ...
 
     def end_http(self, exchange: HttpExchange) -> None:
@@ -148,12 +152,14 @@ class _HttpApiServer:
                         limiter.release()
                     if connection.our_state is not h11.DONE:
                         break
-                    # Whatever the handler left of the body is read (and dropped) before the
-                    # next request can be.
-                    while connection.their_state is h11.SEND_BODY:
-                        event = await _next_event(connection, stream)
-                        if isinstance(event, h11.ConnectionClosed):
-                            break
+                    if connection.their_state is h11.SEND_BODY:
+                        # Whatever the handler left of the body is read (and dropped) before
+                        # the next request can be, in the time a head would have.
+                        head_timeout.deadline = trio.current_time() + HEADER_READ_TIMEOUT
+                        while connection.their_state is h11.SEND_BODY:
+                            event = await _next_event(connection, stream)
+                            if isinstance(event, h11.ConnectionClosed):
+                                break
                     if (connection.our_state, connection.their_state) != (h11.DONE, h11.DONE):
                         break  # MUST_CLOSE: HTTP/1.0, "connection: close", or a broken body
                     connection.start_next_cycle()
@@ -173,6 +179,7 @@ class _HttpApiServer:
     async def _request(
         self, connection: h11.Connection, stream: trio.SocketStream, request: h11.Request
     ) -> None:
+        started = trio.current_time()
         method = request.method.decode("ascii", "replace").upper()
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
@@ -197,12 +204,18 @@ class _HttpApiServer:
             return
         body: JSON = None
         if facts.has_json_body():
-            raw = await _read_body(connection, stream)
+            # Read under default_timeout, which counts from here, as the engine's does.
+            raw: bytes | None = None
+            with trio.move_on_at(started + self._api.timeout):
+                raw = await _read_body(connection, stream)
+            if raw is None:
+                await _send_reply(connection, stream, TIMED_OUT, method, cors)
+                return
             body = parse_json_body(raw)
             chunks, complete = ([raw] if raw else []), True
         else:
             chunks, complete = _body_received(connection)
-        exchange = self._bridge.begin_http(matched, facts, body)
+        exchange = self._bridge.begin_http(matched, facts, body, started)
         try:
             chunks = _queue_now(exchange.body, chunks)
             if complete and not chunks:

@@ -213,6 +213,36 @@ async def test_a_handler_that_never_answers_gets_504_after_default_timeout() -> 
     assert "access-control-allow-origin" not in response.headers
 
 
+async def test_a_json_body_must_arrive_within_default_timeout() -> None:
+    # The engine's timeout covers the whole request, and it reads a JSON body itself.
+    called = False
+
+    def handler(request: Any) -> dict[str, Any]:
+        nonlocal called
+        called = True
+        return {"status_code": 201}
+
+    with trio.fail_after(DEADLINE):
+        async with open_dev_engine(config=http_config("{port: 0, default_timeout: 200}")) as engine:
+            assert engine.http_url is not None
+            async with iii_trio.open_worker(engine.url) as worker:
+                worker.register_function("http::slow-body", handler)
+                await worker.register_trigger(
+                    "http", "http::slow-body", {"api_path": "slow", "http_method": "POST"}
+                )
+                started = trio.current_time()
+                answer = await raw_exchange(
+                    engine.http_url,
+                    b"POST /slow HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\n"
+                    b"content-length: 10\r\n\r\n[1,",
+                    keep_open=True,
+                )
+                elapsed = trio.current_time() - started
+    assert answer.startswith(b"HTTP/1.1 504 ")
+    assert 0.2 <= elapsed < DEADLINE
+    assert not called
+
+
 async def test_a_handler_streams_its_response_through_the_channel(
     engine: DevEngine, client: httpx.AsyncClient
 ) -> None:
@@ -451,8 +481,9 @@ async def test_routes_of_an_official_sdk_worker(
     assert error["message"] == "boom from the official handler"
 
 
-async def raw_exchange(http_url: str, data: bytes) -> bytes:
-    """Send ``data`` as it is over a fresh connection; everything the server answers."""
+async def raw_exchange(http_url: str, data: bytes, *, keep_open: bool = False) -> bytes:
+    """Send ``data`` as it is over a fresh connection; everything the server answers (with
+    ``keep_open``, only its first response head, the connection left open until then)."""
     host, port = http_url.removeprefix("http://").rsplit(":", 1)
     stream = await trio.open_tcp_stream(host, int(port))
     async with stream:
@@ -460,6 +491,8 @@ async def raw_exchange(http_url: str, data: bytes) -> bytes:
         answer = b""
         while chunk := await stream.receive_some():
             answer += chunk
+            if keep_open and b"\r\n\r\n" in answer:
+                break
     return answer
 
 

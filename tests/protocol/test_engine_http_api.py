@@ -602,6 +602,22 @@ def test_default_timeout_is_the_blocks_setting() -> None:
     assert request.reply() == TIMED_OUT
 
 
+def test_default_timeout_counts_from_when_the_shell_started_serving(api: Api) -> None:
+    # The shell reads a JSON body before it begins the request in the core.
+    api.route("/items/:id")
+    facts = RequestFacts("GET", "/items/1", "", [])
+    started_at = api.engine.now
+    api.engine.now += 20
+    started, outputs = api.http.begin(
+        "late", api.matched("GET", "/items/1"), facts, None, api.engine.now, started_at=started_at
+    )
+    request = Request(api, "late", started, outputs)
+    request.advance(9.9)
+    assert request.replies() == []
+    request.advance(0.1)
+    assert request.reply() == TIMED_OUT
+
+
 def test_an_answered_request_gets_no_504(api: Api) -> None:
     api.route("/items/:id")
     request = api.begin()

@@ -470,6 +470,11 @@ class HttpApi(EnginePlugin):
     def attach(self, engine: EngineState) -> None:
         self._engine = engine
 
+    @property
+    def timeout(self) -> float:
+        """``default_timeout`` in seconds: for a whole request, and for each middleware."""
+        return self.settings.default_timeout_ms / 1000
+
     def trigger_types(self) -> Mapping[str, str]:
         return {HTTP_TRIGGER: "HTTP API trigger"}
 
@@ -556,7 +561,7 @@ class HttpApi(EnginePlugin):
                 logger.warning("middleware %s timed out", function_id)
                 answer(MIDDLEWARE_TIMEOUT, out)
 
-        timer = engine.arm(engine.now + self.settings.default_timeout_ms / 1000, timed_out, out)
+        timer = engine.arm(engine.now + self.timeout, timed_out, out)
 
         def decided(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
             nonlocal done
@@ -638,9 +643,12 @@ class HttpApi(EnginePlugin):
         facts: RequestFacts,
         body: JSON,
         now: float,
+        *,
+        started_at: float | None = None,
     ) -> tuple[StartedRequest, list[Output]]:
         """Start a routed request: create its channels, run the middleware, ask the route's
-        condition and call its handler; ``default_timeout`` counts from ``now``.
+        condition and call its handler. ``default_timeout`` counts from ``started_at``, when
+        the shell started serving the request (it reads a JSON body first), else from ``now``.
 
         ``body`` is the parsed JSON body (``None`` when there is none or it is not JSON).
         A reply that replaces the ``response`` channel comes as an :class:`HttpApiOutcome`
@@ -723,7 +731,7 @@ class HttpApi(EnginePlugin):
             # Armed after the first middleware's own timer: with the same deadline, that one
             # fires first and answers MIDDLEWARE_TIMEOUT, as the engine's does.
             live.timer = engine.arm(
-                now + self.settings.default_timeout_ms / 1000,
+                (now if started_at is None else started_at) + self.timeout,
                 lambda now, out: self._decide(request_id, TIMED_OUT, out),
                 out,
             )
