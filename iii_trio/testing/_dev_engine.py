@@ -85,6 +85,7 @@ import collections
 import contextlib
 import functools
 import ipaddress
+import itertools
 import logging
 import math
 import os
@@ -140,14 +141,13 @@ from ._engine import (
     WorkerDisconnected,
 )
 from ._engine._builtins import builtin_plugins, check_names
-from ._engine._channels import StreamChannel
-from ._engine._http_api import HTTP_API, HttpApi, HttpReply, RequestFacts, RouteMatch
+from ._engine._http_api import HTTP_API, HttpApi, RequestFacts, RouteMatch
 from ._engine._http_functions import PERMISSIVE_SECURITY, HttpFunctions, HttpOutcome
 from ._engine._model import HttpApiOutcome
 from ._engine._observability import Observability
 
 if TYPE_CHECKING:
-    from ._http_api_server import HttpRequestChannels
+    from ._http_api_server import HttpExchange
     from ._http_client import HttpCaller
 
 if sys.version_info < (3, 11):
@@ -656,6 +656,12 @@ class _Outbox:
             # started yet: it writes this on its first turn.
             self.writer.wake()
 
+    def write_later(self) -> None:
+        """Leave what was queued to the writer task, which writes it, and whatever else is
+        queued until then, on its next turn (every :data:`_WRITE_EVERY` frames meanwhile)."""
+        self._dirty_listed = False
+        self.writer.write_burst(_WRITE_EVERY)
+
     def finish(self) -> None:
         self._closing = True
 
@@ -676,7 +682,11 @@ class _ChannelPipe:
     end attaches; either end may come first."""
 
     def __init__(self, buffer_size: int) -> None:
-        self.send, self.receive = trio.open_memory_channel[tuple[bool, Payload]](buffer_size)
+        # Typed by annotation: subscripting open_memory_channel costs a typing lookup per
+        # call, and the REST API makes two of these per request.
+        self.send: trio.MemorySendChannel[tuple[bool, Payload]]
+        self.receive: trio.MemoryReceiveChannel[tuple[bool, Payload]]
+        self.send, self.receive = trio.open_memory_channel(buffer_size)
         self.writer_attached = False
         self.reader_attached = False
         self.writer_done = False
@@ -707,8 +717,9 @@ class _Server:
         self._pipes: dict[str, _ChannelPipe] = {}
         #: The core's iii-http plugin, when it runs.
         self.http_api: HttpApi | None = None
-        #: Where each REST API request's outcome goes, by request id.
-        self._http_outcomes: dict[str, Callable[[HttpReply | None], None]] = {}
+        #: REST API requests whose response is not decided yet, by request id.
+        self._http_exchanges: dict[str, HttpExchange] = {}
+        self._http_request_ids = itertools.count()
 
     # -- routing -------------------------------------------------------------------------------
 
@@ -963,6 +974,16 @@ class _Server:
                 outbox.write_out()
             dirty.clear()
 
+    def _write_dirty_later(self) -> None:
+        """Like :meth:`_write_dirty`, but through the writer tasks: for producers that run as
+        many tasks at once, such as the REST API's requests, which then share one write per
+        worker connection and scheduling round instead of making one each."""
+        dirty = self._dirty
+        if dirty:
+            for outbox in dirty:
+                outbox.write_later()
+            dirty.clear()
+
     async def _write(self, outbox: _Outbox) -> None:
         """The connection's writer task: writes what the readers leave to it."""
         try:
@@ -1084,76 +1105,67 @@ class _Server:
         if pipe.writer_done and pipe.reader_done and self._pipes.get(channel_id) is pipe:
             del self._pipes[channel_id]
 
-    def _attach_in_process(
-        self, channel: StreamChannel, direction: Literal["read", "write"]
-    ) -> _ChannelPipe:
-        """Attach the engine itself as one end of ``channel`` (the REST API's ``request_body``
-        writer and ``response`` reader): its frames use the same bounded queue a worker's
-        socket would, and the handler attaches the other end over its WebSocket."""
-        attached = self._state.channels.attach(channel.id, channel.access_key, direction)
-        assert attached is channel  # just created: nobody else has its key yet
-        pipe = self._pipes.get(channel.id)
-        if pipe is None:
-            pipe = self._pipes[channel.id] = _ChannelPipe(channel.buffer_size)
-        if direction == "write":
-            pipe.writer_attached = True
-        else:
-            pipe.reader_attached = True
-        return pipe
-
     def begin_http(
-        self,
-        matched: RouteMatch,
-        facts: RequestFacts,
-        body: JSON,
-        on_outcome: Callable[[HttpReply | None], None],
-    ) -> HttpRequestChannels:
+        self, matched: RouteMatch, facts: RequestFacts, body: JSON, started_at: float
+    ) -> HttpExchange:
         """Start a routed REST API request (see :class:`._http_api_server.HttpApiBridge`)."""
-        from ._http_api_server import HttpRequestChannels
+        from ._http_api_server import HttpExchange
 
         assert self.http_api is not None
-        request_id = self._state.new_id()
-        self._http_outcomes[request_id] = on_outcome
+        request_id = str(next(self._http_request_ids))
         started, outputs = self.http_api.begin(
-            request_id, matched, facts, body, trio.current_time()
+            request_id, matched, facts, body, trio.current_time(), started_at=started_at
         )
-        # Attached before the handler is called, so its own attach finds the pipes.
-        body_pipe = self._attach_in_process(started.request_body, "write")
-        response_pipe = self._attach_in_process(started.response, "read")
-        self._perform(outputs)
-        self._write_dirty()
-        self._report_progress()
-        return HttpRequestChannels(
+        # The engine is the writer of request_body and the reader of response (the core has
+        # attached those ends); its frames use the same bounded queues a worker's socket
+        # would. Made before the handler is called, so that its own attach finds them.
+        body_pipe = self._pipes[started.request_body.id] = _ChannelPipe(
+            started.request_body.buffer_size
+        )
+        body_pipe.writer_attached = True
+        response_pipe = self._pipes[started.response.id] = _ChannelPipe(
+            started.response.buffer_size
+        )
+        response_pipe.reader_attached = True
+        exchange = HttpExchange(
             request_id,
             body_pipe.send,
             response_pipe.receive,
             started.request_body.id,
             started.response.id,
         )
+        # Registered first: the outputs may answer it already (a handler that is gone).
+        self._http_exchanges[request_id] = exchange
+        self._perform(outputs)
+        self._write_dirty_later()
+        self._report_progress()
+        return exchange
 
-    def end_http(self, channels: HttpRequestChannels) -> None:
-        """A REST API request is answered: release the engine's ends of its channels (a
-        handler still writing its response is dropped, as by the engine)."""
-        self._http_outcomes.pop(channels.request_id, None)
-        channels.body.close()
-        channels.response.close()
-        ends: tuple[tuple[str, Literal["read", "write"]], ...] = (
-            (channels.request_body_id, "write"),
-            (channels.response_id, "read"),
-        )
-        for channel_id, direction in ends:
-            pipe = self._pipes.get(channel_id)
-            if pipe is None:
-                continue
-            self._release_pipe(channel_id, pipe, direction)
-            handler_attached = (
-                pipe.reader_attached if direction == "write" else pipe.writer_attached
-            )
-            if not handler_attached:
-                # Nobody will attach any more: without this, every request would leave its
-                # channels behind until the sweep, five minutes later.
-                self._pipes.pop(channel_id, None)
-                self._state.channels.discard(channel_id)
+    def end_http(self, exchange: HttpExchange) -> None:
+        """The ``response`` channel decided a REST API request's response, or the request was
+        given up (see :class:`._http_api_server.HttpApiBridge`)."""
+        if self._http_exchanges.pop(exchange.request_id, None) is None:
+            return
+        assert self.http_api is not None
+        self.http_api.end(exchange.request_id)
+        self._release_http_channels(exchange)
+
+    def _answer_http(self, outcome: HttpApiOutcome) -> None:
+        exchange = self._http_exchanges.pop(outcome.request_id, None)
+        if exchange is None:
+            return
+        exchange.reply = outcome.reply
+        exchange.response.close()  # wakes the request's task: see HttpExchange
+        self._release_http_channels(exchange)
+
+    def _release_http_channels(self, exchange: HttpExchange) -> None:
+        """The core removed a request's two channels from the registry: forget their queues.
+        The ends a handler attached keep theirs; a request body that nobody can read any more
+        stops being fed."""
+        body_pipe = self._pipes.pop(exchange.request_body_id, None)
+        if body_pipe is not None and not body_pipe.reader_attached:
+            body_pipe.receive.close()
+        self._pipes.pop(exchange.response_id, None)
 
     def _drop_channel(self, channel_id: str) -> None:
         """The sweep removed the channel: release the ends nobody attached, so that an attached
@@ -1194,9 +1206,7 @@ class _Server:
             elif isinstance(output, HttpRequest):
                 self._send_http(output)
             elif isinstance(output, HttpApiOutcome):
-                deliver = self._http_outcomes.pop(output.request_id, None)
-                if deliver is not None:
-                    deliver(output.reply)
+                self._answer_http(output)
             elif isinstance(output, WorkerConnected):
                 logger.info(
                     "worker connected: id=%s peer=%s", output.connection_id, output.peer_host

@@ -4,15 +4,23 @@ the sans-io :mod:`._engine._http_api` core, which routes and decides every respo
 Task tree (under the dev engine's nursery)::
 
     serve_http_api                    trio.serve_tcp: one task per connection
-    └── _HttpApiServer.connection     requests in turn (keep-alive), each:
-        ├── (main)                    route, begin, then wait for the outcome and the
-        │                             ``response`` channel's frames (default_timeout)
-        ├── body feeder               the request body into ``request_body``, then EOF
-        └── frame reader              the ``response`` channel's frames to the main task
+    └── _HttpApiServer.connection     requests in turn (keep-alive); each is routed, begun in
+        │                             the core, fed its body and answered by this task
+        └── body feeder               only for a body still arriving: the rest of it into
+                                      ``request_body``, then EOF
 
 The engine itself is one end of each request's two channels: the shell attaches it in
-process (:meth:`HttpApiBridge.attach_in_process`), so its frames go through the same bounded
-queue as a worker's, and a handler attaches the other end over its WebSocket as usual.
+process, so its frames go through the same bounded queue as a worker's, and a handler
+attaches the other end over its WebSocket as usual. The connection task waits on the
+``response`` channel alone: its frames and its writer's close come through it, and when the
+core answers instead (a return value, an error, a middleware, the condition, the 504), the
+engine's reading end is closed, which wakes the task (:class:`HttpExchange`). A request whose
+body has arrived with its head, as most do, costs no task of its own.
+
+Performance (``python -m benchmarks.http_api``): see benchmarks/RESULTS.md. A request used to
+run a nursery with a body feeder and a frame forwarder, wait in a deadline scope and write
+its response in three sends; the task hand-offs and cancel scopes cost more than the
+routing.
 """
 
 from __future__ import annotations
@@ -20,8 +28,10 @@ from __future__ import annotations
 import contextlib
 import http
 import logging
+import math
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final, Protocol
 
 import attrs
@@ -43,38 +53,30 @@ from ._engine._http_api import (
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["HttpApiBridge", "serve_http_api"]
+__all__ = ["HttpApiBridge", "HttpExchange", "serve_http_api"]
 
 logger = logging.getLogger("iii_trio.dev_engine")
 
 _READ_SIZE: Final = 65536
 #: Seconds a client has to send a request's head (hyper's default header read timeout).
 HEADER_READ_TIMEOUT: Final = 30.0
+#: The largest request head, in bytes (hyper's default read buffer limit; larger: 431).
+MAX_HEAD_SIZE: Final = 8192 + 4096 * 100
+_REASONS: Final = {status.value: status.phrase.encode("ascii") for status in http.HTTPStatus}
 
 Frame = tuple[bool, bytes | bytearray | memoryview]
 
 
-class HttpApiBridge(Protocol):
-    """What the REST API needs of the rest of the dev engine's shell."""
-
-    def begin_http(
-        self,
-        matched: RouteMatch,
-        facts: RequestFacts,
-        body: JSON,
-        on_outcome: Callable[[HttpReply | None], None],
-    ) -> HttpRequestChannels:
-        """Start a routed request in the core; its outcome goes to ``on_outcome``."""
-        ...
-
-    def end_http(self, channels: HttpRequestChannels) -> None:
-        """The request is answered: release its channel ends and forget its outcome."""
-        ...
-
-
 @attrs.define(eq=False)
-class HttpRequestChannels:
-    """The engine's ends of one request's channels, attached in process."""
+class HttpExchange:
+    """One routed request as the shell serves it: the engine's ends of its two channels,
+    attached in process, and the core's reply once there is one.
+
+    When the core answers instead of the ``response`` channel, the dev engine sets
+    :attr:`reply` and closes :attr:`response`: the connection task, waiting on that channel,
+    wakes with :class:`trio.ClosedResourceError`, and the handler's writer, if attached, loses
+    its reader, as in the engine.
+    """
 
     request_id: str
     #: Frames into ``request_body`` (the engine writes the request body).
@@ -83,19 +85,23 @@ class HttpRequestChannels:
     response: trio.MemoryReceiveChannel[Frame]
     request_body_id: str
     response_id: str
+    reply: HttpReply | None = None
 
 
-@attrs.frozen
-class _Outcome:
-    reply: HttpReply | None
+class HttpApiBridge(Protocol):
+    """What the REST API needs of the rest of the dev engine's shell."""
 
+    def begin_http(
+        self, matched: RouteMatch, facts: RequestFacts, body: JSON, started_at: float
+    ) -> HttpExchange:
+        """Start a routed request in the core; ``default_timeout`` counts from
+        ``started_at``."""
+        ...
 
-@attrs.frozen
-class _Closed:
-    """The handler closed its ``response`` writer."""
-
-
-_Event = _Outcome | Frame | _Closed
+    def end_http(self, exchange: HttpExchange) -> None:
+        """The ``response`` channel decided the response, or the request is given up: the core
+        forgets the request and its channels (no effect once it answered)."""
+        ...
 
 
 class _ClientGone(Exception):
@@ -119,32 +125,44 @@ class _HttpApiServer:
     def __init__(self, api: HttpApi, bridge: HttpApiBridge) -> None:
         self._api = api
         self._bridge = bridge
-        self._timeout = api.settings.default_timeout_ms / 1000
         self._limiter = trio.CapacityLimiter(api.settings.concurrency_request_limit)
 
     async def connection(self, stream: trio.SocketStream) -> None:
-        connection = h11.Connection(h11.SERVER)
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_SIZE)
+        limiter = self._limiter
         try:
-            while True:
-                request: h11.Event | None = None
-                # A client that never finishes its request head costs its own connection only,
-                # and only for so long (hyper's header read timeout).
-                with trio.move_on_after(HEADER_READ_TIMEOUT):
+            # A client that never finishes its request head costs its own connection only,
+            # and only for so long (hyper's header read timeout): the deadline is set while a
+            # head is awaited and lifted while its request is served (one scope for the
+            # connection costs less than one per request).
+            with trio.CancelScope() as head_timeout:
+                while True:
+                    head_timeout.deadline = trio.current_time() + HEADER_READ_TIMEOUT
                     request = await _next_event(connection, stream)
-                if not isinstance(request, h11.Request):
-                    break
-                async with self._limiter:
-                    await self._request(connection, stream, request)
-                if connection.our_state is not h11.DONE:
-                    break
-                # Whatever the handler left of the body is read (and dropped) before the
-                # next request can be.
-                while connection.their_state is h11.SEND_BODY:
-                    if isinstance(await _next_event(connection, stream), h11.ConnectionClosed):
+                    head_timeout.deadline = math.inf
+                    if not isinstance(request, h11.Request):
                         break
-                if (connection.our_state, connection.their_state) != (h11.DONE, h11.DONE):
-                    break  # MUST_CLOSE: HTTP/1.0, "connection: close", or a broken body
-                connection.start_next_cycle()
+                    try:
+                        limiter.acquire_nowait()
+                    except trio.WouldBlock:
+                        await limiter.acquire()
+                    try:
+                        await self._request(connection, stream, request)
+                    finally:
+                        limiter.release()
+                    if connection.our_state is not h11.DONE:
+                        break
+                    if connection.their_state is h11.SEND_BODY:
+                        # Whatever the handler left of the body is read (and dropped) before
+                        # the next request can be, in the time a head would have.
+                        head_timeout.deadline = trio.current_time() + HEADER_READ_TIMEOUT
+                        while connection.their_state is h11.SEND_BODY:
+                            event = await _next_event(connection, stream)
+                            if isinstance(event, h11.ConnectionClosed):
+                                break
+                    if (connection.our_state, connection.their_state) != (h11.DONE, h11.DONE):
+                        break  # MUST_CLOSE: HTTP/1.0, "connection: close", or a broken body
+                    connection.start_next_cycle()
         except _ClientGone as gone:
             if isinstance(gone.__cause__, h11.RemoteProtocolError):
                 await _answer_bad_request(connection, stream, gone.__cause__)
@@ -161,6 +179,7 @@ class _HttpApiServer:
     async def _request(
         self, connection: h11.Connection, stream: trio.SocketStream, request: h11.Request
     ) -> None:
+        started = trio.current_time()
         method = request.method.decode("ascii", "replace").upper()
         target = request.target.decode("latin-1")
         path, _, query = target.partition("?")
@@ -184,33 +203,35 @@ class _HttpApiServer:
             await _send_reply(connection, stream, matched, method, cors)
             return
         body: JSON = None
-        buffered = facts.has_json_body()
-        raw = b""
-        if buffered:
-            raw = await _read_body(connection, stream)
+        if facts.has_json_body():
+            # Read under default_timeout, which counts from here, as the engine's does.
+            raw: bytes | None = None
+            with trio.move_on_at(started + self._api.timeout):
+                raw = await _read_body(connection, stream)
+            if raw is None:
+                await _send_reply(connection, stream, TIMED_OUT, method, cors)
+                return
             body = parse_json_body(raw)
-        send_events, receive_events = trio.open_memory_channel[_Event](1)
-
-        def on_outcome(reply: HttpReply | None) -> None:
-            # The first outcome fits in the channel: the main task reads only after it.
-            try:
-                send_events.send_nowait(_Outcome(reply))
-            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-                pending.append(_Outcome(reply))
-
-        pending: list[_Outcome] = []
-        channels = self._bridge.begin_http(matched, facts, body, on_outcome)
+            chunks, complete = ([raw] if raw else []), True
+        else:
+            chunks, complete = _body_received(connection)
+        exchange = self._bridge.begin_http(matched, facts, body, started)
         try:
-            async with trio.open_nursery() as nursery:
-                if buffered:
-                    nursery.start_soon(_feed_buffered, channels.body, raw)
-                else:
-                    nursery.start_soon(_feed_streamed, connection, stream, channels.body)
-                nursery.start_soon(_read_frames, channels.response, send_events.clone())
-                await self._respond(connection, stream, method, cors, receive_events, pending)
-                nursery.cancel_scope.cancel()
+            chunks = _queue_now(exchange.body, chunks)
+            if complete and not chunks:
+                exchange.body.close()
+                await self._respond(connection, stream, method, cors, exchange)
+            else:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(
+                        _feed_body, connection, stream, exchange.body, chunks, complete
+                    )
+                    await self._respond(connection, stream, method, cors, exchange)
+                    nursery.cancel_scope.cancel()
         finally:
-            self._bridge.end_http(channels)
+            exchange.body.close()
+            exchange.response.close()
+            self._bridge.end_http(exchange)
 
     async def _respond(
         self,
@@ -218,52 +239,51 @@ class _HttpApiServer:
         stream: trio.SocketStream,
         method: str,
         cors: Sequence[tuple[str, str]],
-        events: trio.MemoryReceiveChannel[_Event],
-        pending: list[_Outcome],
+        exchange: HttpExchange,
     ) -> None:
+        """Answer with the core's reply, or with what the ``response`` channel carries: its
+        control frames until its first binary frame, then every binary frame until its writer
+        closes (engine.md 2.4). Sending is not bounded by ``default_timeout``."""
         status = 200
         headers: list[tuple[str, str]] = []
-        first_chunk: bytes | None = None
-        # Until the response's head is known; sending it is not bounded by the timeout.
-        decided: tuple[HttpReply, bool] = (TIMED_OUT, False)
-        with trio.move_on_after(self._timeout):
+        response = exchange.response
+        try:
             while True:
-                if pending:
-                    event: _Event = pending.pop()
-                    await trio.lowlevel.checkpoint()
-                else:
-                    event = await events.receive()
-                if isinstance(event, _Outcome):
-                    if event.reply is not None:
-                        decided = (event.reply, False)
-                        break
-                elif isinstance(event, _Closed):
-                    # No data, so no content-length: an empty chunked body, as the engine.
-                    decided = (HttpReply(status, tuple(headers)), True)
+                is_text, payload = await response.receive()
+                if not is_text:
                     break
-                else:
-                    is_text, payload = event
-                    if is_text:
-                        new_status, new_headers = control_frame(bytes(payload))
-                        if new_status is not None:
-                            status = new_status
-                        headers.extend(new_headers)
-                    else:
-                        first_chunk = bytes(payload)
-                        break
-        if first_chunk is None:
-            reply, streamed = decided
-            await _send_reply(connection, stream, reply, method, cors, stream_body=streamed)
+                new_status, new_headers = control_frame(bytes(payload))
+                if new_status is not None:
+                    status = new_status
+                headers.extend(new_headers)
+        except trio.ClosedResourceError:
+            # The core answered instead: see HttpExchange.
+            assert exchange.reply is not None
+            await _send_reply(connection, stream, exchange.reply, method, cors)
             return
-        # Streaming: headers now, then every binary frame until the writer closes.
-        await _send(connection, stream, _response_head(status, headers, cors, stream=True))
-        await _send(connection, stream, h11.Data(data=first_chunk))
-        while True:
-            event = await events.receive()
-            if isinstance(event, _Closed):
-                break
-            if isinstance(event, tuple) and not event[0]:
-                await _send(connection, stream, h11.Data(data=bytes(event[1])))
+        except trio.EndOfChannel:
+            self._bridge.end_http(exchange)
+            # No data, so no content-length: an empty chunked body, as the engine.
+            reply = HttpReply(status, tuple(headers))
+            await _send_reply(connection, stream, reply, method, cors, stream_body=True)
+            return
+        self._bridge.end_http(exchange)
+        # Streaming: headers and the first chunk now, then every binary frame until the
+        # writer closes, as many at a time as have arrived.
+        data = _encode(connection, _response_head(status, headers, cors, stream=True))
+        data += _encode(connection, h11.Data(data=bytes(payload)))
+        await _write(stream, data)
+        async for is_text, payload in response:
+            data = b"" if is_text else _encode(connection, h11.Data(data=bytes(payload)))
+            while True:
+                try:
+                    is_text, payload = response.receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+                if not is_text:
+                    data += _encode(connection, h11.Data(data=bytes(payload)))
+            if data:
+                await _write(stream, data)
         await _send(connection, stream, h11.EndOfMessage())
 
 
@@ -285,7 +305,7 @@ async def _answer_bad_request(  # noqa: ASYNC910 - send_all checkpoints or raise
     response = h11.Response(
         status_code=status,
         headers=[("content-length", "0"), ("connection", "close")],
-        reason=http.HTTPStatus(status).phrase.encode("ascii"),
+        reason=_REASONS.get(status, b""),
     )
     try:
         data = connection.send(response) or b""
@@ -308,13 +328,11 @@ def _response_head(
         merged[name.lower()] = (name, value)
     for name, value in cors:
         merged.setdefault(name, (name, value))
-    try:
-        reason = http.HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        reason = b""
     if stream:
         merged.pop("content-length", None)
-    return h11.Response(status_code=status, headers=list(merged.values()), reason=reason)
+    return h11.Response(
+        status_code=status, headers=list(merged.values()), reason=_REASONS.get(status, b"")
+    )
 
 
 async def _send_reply(
@@ -326,81 +344,130 @@ async def _send_reply(
     *,
     stream_body: bool = False,
 ) -> None:
+    """Send a whole response, in one write."""
     headers = list(reply.headers)
     if not stream_body:
         headers = [(name, value) for name, value in headers if name.lower() != "content-length"]
         headers.append(("content-length", str(len(reply.body))))
-    await _send(
-        connection, stream, _response_head(reply.status, headers, cors if reply.cors else ())
-    )
+    data = _encode(connection, _response_head(reply.status, headers, cors if reply.cors else ()))
     if reply.body and method != "HEAD" and reply.status not in (204, 304):
-        await _send(connection, stream, h11.Data(data=reply.body))
-    await _send(connection, stream, h11.EndOfMessage())
+        data += _encode(connection, h11.Data(data=reply.body))
+    data += _encode(connection, h11.EndOfMessage())
+    await _write(stream, data)
+
+
+def _encode(connection: h11.Connection, event: h11.Event) -> bytes:
+    try:
+        return connection.send(event) or b""
+    except h11.LocalProtocolError as exc:
+        raise _ClientGone from exc
 
 
 async def _send(connection: h11.Connection, stream: trio.SocketStream, event: h11.Event) -> None:
-    try:
-        data = connection.send(event)
-    except h11.LocalProtocolError as exc:
-        raise _ClientGone from exc
+    data = _encode(connection, event)
     if data:
-        await stream.send_all(data)
+        await _write(stream, data)
     else:
         await trio.lowlevel.checkpoint()
 
 
+async def _write(stream: trio.SocketStream, data: bytes) -> None:
+    """``stream.send_all(data)``, after one non-blocking write that usually takes it all:
+    that spares the scheduling round ``send_all`` costs. Every caller has waited for its
+    request's head or response already, so the request has its checkpoint."""
+    try:
+        sent = os.write(stream.socket.fileno(), data)
+    except OSError:  # full, or broken: send_all says which
+        sent = 0
+    if sent < len(data):
+        await stream.send_all(data[sent:])
+    return  # noqa: ASYNC910 - see the docstring
+
+
 async def _next_event(connection: h11.Connection, stream: trio.SocketStream) -> h11.Event:
+    """The client's next event, reading as much as it takes. A checkpoint either way, but
+    never two: after a read, another would cost a scheduling round per request."""
+    read = False
     while True:
         try:
             event = connection.next_event()
         except h11.RemoteProtocolError as exc:
             raise _ClientGone from exc
-        if event is h11.NEED_DATA:
-            connection.receive_data(await stream.receive_some(_READ_SIZE))
-            continue
-        assert not isinstance(event, type)
+        if event is not h11.NEED_DATA:
+            break
+        connection.receive_data(await stream.receive_some(_READ_SIZE))
+        read = True
+    if not read:
         await trio.lowlevel.checkpoint()
-        return event
+    assert not isinstance(event, type)
+    return event  # noqa: ASYNC910 - receive_some checkpointed, or the checkpoint above
 
 
 async def _read_body(connection: h11.Connection, stream: trio.SocketStream) -> bytes:
+    """The whole request body; one that breaks off (the client leaves, or sends a malformed
+    chunk) ends there, as the engine's read stops at the first error."""
     parts = []
     while True:
-        event = await _next_event(connection, stream)
-        if isinstance(event, h11.Data):
-            parts.append(bytes(event.data))
-        elif isinstance(event, h11.EndOfMessage):
-            return b"".join(parts)
-        else:
-            raise _ClientGone
-
-
-async def _feed_buffered(channel: trio.MemorySendChannel[Frame], raw: bytes) -> None:
-    async with channel:
-        if raw:
-            await channel.send((False, raw))
-
-
-async def _feed_streamed(
-    connection: h11.Connection, stream: trio.SocketStream, channel: trio.MemorySendChannel[Frame]
-) -> None:
-    async with channel:
-        while True:
+        try:
             event = await _next_event(connection, stream)
-            if isinstance(event, h11.Data):
-                if event.data:
-                    try:
-                        await channel.send((False, bytes(event.data)))
-                    except (trio.BrokenResourceError, trio.ClosedResourceError):
-                        return
-            else:
-                return
+        except _ClientGone:
+            await trio.lowlevel.checkpoint()  # it may have failed without one
+            break
+        if not isinstance(event, h11.Data):
+            break
+        parts.append(bytes(event.data))
+    return b"".join(parts)
 
 
-async def _read_frames(
-    channel: trio.MemoryReceiveChannel[Frame], events: trio.MemorySendChannel[_Event]
+def _body_received(connection: h11.Connection) -> tuple[list[bytes], bool]:
+    """The request body bytes h11 holds already, and whether they are all of it (a body that
+    breaks off ends there, as in :func:`_read_body`)."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            event = connection.next_event()
+        except h11.RemoteProtocolError:
+            return chunks, True
+        if event is h11.NEED_DATA:
+            return chunks, False
+        if not isinstance(event, h11.Data):
+            return chunks, True
+        if event.data:
+            chunks.append(bytes(event.data))
+
+
+def _queue_now(channel: trio.MemorySendChannel[Frame], chunks: list[bytes]) -> list[bytes]:
+    """Queue as many of ``chunks`` into ``request_body`` as fit now; the others (none when
+    nobody can read them any more)."""
+    for index, chunk in enumerate(chunks):
+        try:
+            channel.send_nowait((False, chunk))
+        except trio.WouldBlock:
+            return chunks[index:]
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return []
+    return []
+
+
+async def _feed_body(
+    connection: h11.Connection,
+    stream: trio.SocketStream,
+    channel: trio.MemorySendChannel[Frame],
+    chunks: list[bytes],
+    complete: bool,
 ) -> None:
-    async with events:
-        async for frame in channel:
-            await events.send(frame)
-        await events.send(_Closed())
+    """Send ``chunks``, then, unless ``complete``, the rest of the body as it arrives, into
+    ``request_body``; then EOF. Stops when nobody will read it any more."""
+    async with channel:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            for chunk in chunks:
+                await channel.send((False, chunk))
+            while not complete:
+                try:
+                    event = await _next_event(connection, stream)
+                except _ClientGone:
+                    break  # a malformed body ends there
+                if not isinstance(event, h11.Data):
+                    break
+                if event.data:
+                    await channel.send((False, bytes(event.data)))

@@ -14,6 +14,7 @@ import iii_trio
 from iii_trio.testing import DevEngine, open_dev_engine
 from iii_trio.testing._config import parse_config
 from iii_trio.testing._dev_engine import DEV_ENGINE_VERSION
+from iii_trio.testing._http_api_server import MAX_HEAD_SIZE
 
 DEADLINE = 10.0
 PERMISSIVE = {
@@ -98,12 +99,12 @@ async def test_unknown_paths_get_404_and_other_methods_405(
     assert missing.content == b'{"error":{"code":"NOT_FOUND","message":"Not Found"}}'
     assert missing.headers["access-control-allow-origin"] == "*"
     assert other_method.status_code == 405
-    assert other_method.headers["allow"] == "GET"
+    assert other_method.headers["allow"] == "GET,HEAD"
     assert other_method.content == b""
     assert trailing.status_code == 404
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-methods"] == "*"
-    assert preflight.headers["allow"] == "GET"
+    assert preflight.headers["allow"] == "GET,HEAD"
 
 
 @pytest.mark.parametrize(
@@ -210,6 +211,36 @@ async def test_a_handler_that_never_answers_gets_504_after_default_timeout() -> 
     assert response.status_code == 504
     assert response.content == b""
     assert "access-control-allow-origin" not in response.headers
+
+
+async def test_a_json_body_must_arrive_within_default_timeout() -> None:
+    # The engine's timeout covers the whole request, and it reads a JSON body itself.
+    called = False
+
+    def handler(request: Any) -> dict[str, Any]:
+        nonlocal called
+        called = True
+        return {"status_code": 201}
+
+    with trio.fail_after(DEADLINE):
+        async with open_dev_engine(config=http_config("{port: 0, default_timeout: 200}")) as engine:
+            assert engine.http_url is not None
+            async with iii_trio.open_worker(engine.url) as worker:
+                worker.register_function("http::slow-body", handler)
+                await worker.register_trigger(
+                    "http", "http::slow-body", {"api_path": "slow", "http_method": "POST"}
+                )
+                started = trio.current_time()
+                answer = await raw_exchange(
+                    engine.http_url,
+                    b"POST /slow HTTP/1.1\r\nhost: a\r\ncontent-type: application/json\r\n"
+                    b"content-length: 10\r\n\r\n[1,",
+                    keep_open=True,
+                )
+                elapsed = trio.current_time() - started
+    assert answer.startswith(b"HTTP/1.1 504 ")
+    assert 0.2 <= elapsed < DEADLINE
+    assert not called
 
 
 async def test_a_handler_streams_its_response_through_the_channel(
@@ -450,8 +481,9 @@ async def test_routes_of_an_official_sdk_worker(
     assert error["message"] == "boom from the official handler"
 
 
-async def raw_exchange(http_url: str, data: bytes) -> bytes:
-    """Send ``data`` as it is over a fresh connection; everything the server answers."""
+async def raw_exchange(http_url: str, data: bytes, *, keep_open: bool = False) -> bytes:
+    """Send ``data`` as it is over a fresh connection; everything the server answers (with
+    ``keep_open``, only its first response head, the connection left open until then)."""
     host, port = http_url.removeprefix("http://").rsplit(":", 1)
     stream = await trio.open_tcp_stream(host, int(port))
     async with stream:
@@ -459,6 +491,8 @@ async def raw_exchange(http_url: str, data: bytes) -> bytes:
         answer = b""
         while chunk := await stream.receive_some():
             answer += chunk
+            if keep_open and b"\r\n\r\n" in answer:
+                break
     return answer
 
 
@@ -474,6 +508,68 @@ async def test_a_malformed_request_gets_400_and_the_engine_keeps_serving(
         after = await client.get("/still/here")
     assert garbage.startswith(b"HTTP/1.1 400 ")
     assert bad_length.startswith(b"HTTP/1.1 400 ")
+    assert after.status_code == 404
+
+
+async def test_request_heads_are_limited_as_by_hyper_and_bodies_not_at_all(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    assert engine.http_url is not None
+
+    def sizes(request: dict[str, Any]) -> dict[str, Any]:
+        return {"body": [len(request["headers"]["x-big"]), len(request["body"]["data"])]}
+
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::sizes", sizes)
+            await worker.register_trigger(
+                "http", "http::sizes", {"api_path": "sizes", "http_method": "POST"}
+            )
+            # Past h11's default 16 KiB head and axum's default 2 MiB body limit: the engine
+            # (hyper, and a handler that reads the body itself) has neither.
+            served = await client.post(
+                "/sizes", headers={"x-big": "h" * 100_000}, json={"data": "b" * 2_500_000}
+            )
+            # One byte over, and no more: the engine reads it all, so its close is clean.
+            head = b"GET /sizes HTTP/1.1\r\nhost: a\r\nx-big: "
+            too_large = await raw_exchange(
+                engine.http_url, head + b"h" * (MAX_HEAD_SIZE + 1 - len(head))
+            )
+    assert served.json() == [100_000, 2_500_000]
+    assert too_large.startswith(b"HTTP/1.1 431 ")
+
+
+async def test_a_body_that_breaks_off_reaches_the_handler_as_far_as_it_went(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    # The engine reads a body until its first error (a malformed chunk here) and goes on
+    # with what it has: the handler still runs.
+    assert engine.http_url is not None
+    seen: list[Any] = []
+
+    async def body_echo(request: iii_trio.ApiRequest) -> dict[str, Any]:
+        assert isinstance(request.request_body, iii_trio.ChannelReader)
+        raw = b""
+        async with request.request_body as reader:
+            while chunk := await reader.receive_some():
+                raw += chunk
+        seen.append((request.body, raw))
+        return {"status_code": 201}
+
+    head = b"POST /cut HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n"
+    with trio.fail_after(DEADLINE):
+        async with iii_trio.open_worker(engine.url) as worker:
+            worker.register_function("http::cut", body_echo)
+            await worker.register_trigger(
+                "http", "http::cut", {"api_path": "cut", "http_method": "POST"}
+            )
+            for content_type in (b"application/json", b"text/plain"):
+                await raw_exchange(
+                    engine.http_url,
+                    head + b"content-type: " + content_type + b"\r\n\r\n5\r\n[1,2]\r\nzz\r\n",
+                )
+            after = await client.get("/still/here")
+    assert seen == [([1, 2], b"[1,2]"), (None, b"[1,2]")]
     assert after.status_code == 404
 
 
@@ -563,19 +659,21 @@ async def test_clients_that_leave_mid_request_cost_only_their_connection(
 async def test_answered_requests_leave_no_channels_behind(
     engine: DevEngine, client: httpx.AsyncClient
 ) -> None:
+    # The engine removes a request's two channels once its response is decided, streamed or
+    # not: the registry must not grow with the requests served.
     async def streamer(request: iii_trio.ApiRequest) -> None:
         assert isinstance(request.response, iii_trio.ChannelWriter)
         async with request.response as writer:
             await writer.send_all(b"streamed")
 
-    with trio.fail_after(DEADLINE):
+    with trio.fail_after(DEADLINE * 3):
         async with iii_trio.open_worker(engine.url) as worker:
             worker.register_function("http::echo", echo)
             worker.register_function("http::stream", streamer)
             await worker.register_trigger("http", "http::echo", {"api_path": "a"})
             await worker.register_trigger("http", "http::stream", {"api_path": "b"})
-            for _ in range(10):
-                assert (await client.get("/a")).status_code == 201
+            for number in range(200):
+                if number % 10 == 0:
+                    assert (await client.get("/a")).status_code == 201
                 assert (await client.get("/b")).content == b"streamed"
-            await trio.sleep(0.2)  # the handlers' sockets close after their answers
-    assert len(engine._state.channels) <= 10  # only the ones the streaming handler attached
+                assert len(engine._state.channels) == 0

@@ -131,9 +131,9 @@ class ChannelRegistry:
         return channel
 
     def discard(self, channel_id: str) -> None:
-        """Forget a channel at once (the engine's REST API does when a request is answered and
-        the handler never attached its end: a late attach then finds no channel, as in the
-        engine)."""
+        """Forget a channel at once (the engine's REST API does with a request's two channels
+        once its response is decided: ends already attached go on working, a late attach finds
+        no channel)."""
         self._channels.pop(channel_id, None)
 
     def _run_sweep(self, now: float, out: list[Output]) -> None:

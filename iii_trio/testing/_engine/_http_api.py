@@ -7,8 +7,16 @@ The shell serves HTTP; this module decides everything that does not need a socke
   route, bindings replace each other per ``METHOD:path`` key, and :meth:`HttpApi.match` finds
   the route of a request (or says 404 / 405);
 - the request pipeline: :meth:`HttpApi.begin` creates the ``request_body`` and ``response``
-  channels, builds the handler's payload, asks the condition function and calls the handler;
-  its outcome comes back to the shell as an :class:`HttpApiOutcome` output;
+  channels, builds the handler's payload, runs the global middleware, asks the condition
+  function, runs the route's middleware and calls the handler;
+- the request's end: a reply that replaces the ``response`` channel (the handler's return
+  value or error, a middleware's or the condition's answer, or the 504 once
+  ``default_timeout`` has passed on the shell's clock) comes back as an
+  :class:`HttpApiOutcome`; when the channel decides instead (its first binary frame, or its
+  writer closing), the shell says so with :meth:`HttpApi.end`. Either way the request's two
+  channels leave the registry then, as the engine removes them once the response is decided,
+  streamed or not: a handler can still use an end it attached, but a late attach finds no
+  channel;
 - the response mapping: :func:`response_from_result` turns a handler's return value into
   status, headers and body bytes, and :func:`error_response` builds the error envelopes.
 
@@ -19,6 +27,13 @@ Where the dev engine differs from the engine
   another method, make the engine's router panic and stop serving the registering worker
   (engine-observed.md section 0.1). The dev engine refuses such a registration with
   ``trigger_registration_failed`` and the panic's text instead.
+- The engine's timeout drops a request without its cleanup, so a request that ends in 504
+  (or whose client leaves) keeps its channels in the engine's registry: until the sweep if an
+  end was never attached, for good otherwise. The dev engine removes them as for any other
+  request.
+- The engine runs the global middleware before it creates the channels and reads a JSON
+  body; the dev engine reads the body first, and its channels exist (unused) while the global
+  middleware runs.
 """
 
 from __future__ import annotations
@@ -36,6 +51,7 @@ from ._channels import StreamChannel
 from ._conditions import run_if_condition_allows
 from ._model import Binding, HttpApiOutcome, Output
 from ._plugin import BuiltinFailure, EnginePlugin
+from ._timers import Timer
 
 if TYPE_CHECKING:
     from ._state import EngineState
@@ -420,12 +436,22 @@ def control_frame(text: bytes) -> tuple[int | None, list[tuple[str, str]]]:
 
 @attrs.frozen
 class StartedRequest:
-    """A routed request's two channels, which the shell attaches in process."""
+    """A routed request's two channels; the engine's ends are attached already, and the shell
+    holds them in process."""
 
     #: The engine writes the request's body here; the handler reads it.
     request_body: StreamChannel
     #: The handler writes its streamed response here; the engine reads it.
     response: StreamChannel
+
+
+@attrs.define(eq=False)
+class _LiveRequest:
+    """A request whose response is not decided yet."""
+
+    channels: StartedRequest
+    #: The 504 after ``default_timeout``.
+    timer: Timer | None = None
 
 
 class HttpApi(EnginePlugin):
@@ -437,10 +463,17 @@ class HttpApi(EnginePlugin):
         self.settings = settings if settings is not None else HttpApiSettings()
         #: Live routes by key (``GET:a/:id``).
         self._routes: dict[str, Route] = {}
+        #: Requests whose response is not decided yet, by request id.
+        self._live: dict[str, _LiveRequest] = {}
         self._engine: EngineState
 
     def attach(self, engine: EngineState) -> None:
         self._engine = engine
+
+    @property
+    def timeout(self) -> float:
+        """``default_timeout`` in seconds: for a whole request, and for each middleware."""
+        return self.settings.default_timeout_ms / 1000
 
     def trigger_types(self) -> Mapping[str, str]:
         return {HTTP_TRIGGER: "HTTP API trigger"}
@@ -484,19 +517,39 @@ class HttpApi(EnginePlugin):
 
     def _run_middleware(
         self,
+        request_id: str,
         namespace: str,
         function_ids: Sequence[str],
         request: dict[str, JSON],
-        answer: Callable[[HttpReply | None, list[Output]], None],
+        answer: Callable[[HttpReply, list[Output]], None],
         proceed: Callable[[list[Output]], None],
         out: list[Output],
         index: int = 0,
     ) -> None:
         """Run ``function_ids`` in order, each bounded by ``default_timeout``, then
-        ``proceed``; a ``respond``, an error or a timeout answers instead."""
+        ``proceed``; a ``respond``, an error or a timeout answers instead. Nothing more runs
+        once the request is decided (a middleware that answers after the 504, say)."""
+        if request_id not in self._live:
+            return
         if index == len(function_ids):
             proceed(out)
             return
+        self._call_middleware(
+            request_id, namespace, function_ids, request, answer, proceed, out, index
+        )
+
+    def _call_middleware(
+        self,
+        request_id: str,
+        namespace: str,
+        function_ids: Sequence[str],
+        request: dict[str, JSON],
+        answer: Callable[[HttpReply, list[Output]], None],
+        proceed: Callable[[list[Output]], None],
+        out: list[Output],
+        index: int,
+    ) -> None:
+        """Call ``function_ids[index]``, then go on with :meth:`_run_middleware`."""
         engine = self._engine
         function_id = function_ids[index]
         done = False
@@ -508,7 +561,7 @@ class HttpApi(EnginePlugin):
                 logger.warning("middleware %s timed out", function_id)
                 answer(MIDDLEWARE_TIMEOUT, out)
 
-        timer = engine.arm(engine.now + self.settings.default_timeout_ms / 1000, timed_out, out)
+        timer = engine.arm(engine.now + self.timeout, timed_out, out)
 
         def decided(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
             nonlocal done
@@ -525,7 +578,9 @@ class HttpApi(EnginePlugin):
                 return
             if action != "continue":
                 logger.warning("middleware %s: no valid action; continuing", function_id)
-            self._run_middleware(namespace, function_ids, request, answer, proceed, out, index + 1)
+            self._run_middleware(
+                request_id, namespace, function_ids, request, answer, proceed, out, index + 1
+            )
 
         engine.call_function(namespace, function_id, request, out, then=decided)
 
@@ -535,36 +590,42 @@ class HttpApi(EnginePlugin):
     # -- the shell's entry points ---------------------------------------------------------------
 
     def match(self, method: str, path: str) -> RouteMatch | HttpReply:
-        """The route for ``method`` and ``path``, or the 404 / 405 answer."""
+        """The route for ``method`` and ``path``, or the 404 / 405 answer.
+
+        As the engine's router: the path is matched first, against every route whatever its
+        method, and where several templates match, a literal segment beats a parameter at the
+        first segment where they differ (``/p/fixed`` over ``/p/:a``); then the method, among
+        that template's routes. A GET route also takes HEAD (its ``allow`` says so), but the
+        engine's handler then finds no HEAD route and answers 404."""
         parts = tuple(path[1:].split("/")) if path.startswith("/") else (path,)
-        allowed: set[str] = set()
-        best: RouteMatch | None = None
-        best_literals = -1
+        best: tuple[int, ...] | None = None
+        on_path: dict[str, Route] = {}
+        params: dict[str, JSON] = {}
         for route in self._routes.values():
             if route.method not in ROUTABLE_METHODS or len(route.segments) != len(parts):
                 continue
-            params: dict[str, JSON] = {}
-            literals = 0
-            for pattern, part in zip(route.segments, parts, strict=True):
-                if pattern.startswith(":") and part:
-                    params[pattern[1:]] = part
-                elif pattern == part:
-                    literals += 1
-                else:
-                    break
-            else:
-                if route.method != method:
-                    allowed.add(route.method)
-                    continue
-                # A literal segment beats a parameter (``/p/fixed`` over ``/p/:a``).
-                if literals > best_literals:
-                    best, best_literals = RouteMatch(route, params), literals
-        if best is not None:
-            return best
-        if allowed:
-            allow = ",".join(method for method in _ALLOW_ORDER if method in allowed)
-            return HttpReply(405, (("allow", allow),))
-        return NOT_FOUND
+            matched = _path_params(route.segments, parts)
+            if matched is None:
+                continue
+            priority = tuple(0 if segment.startswith(":") else 1 for segment in route.segments)
+            if best is None or priority > best:
+                best, on_path, params = priority, {}, matched
+            if priority == best:
+                # Same priority and both matching: the same template (registration refuses
+                # one shape with other parameter names).
+                on_path[route.method] = route
+        if best is None:
+            return NOT_FOUND
+        route_for_method = on_path.get(method)
+        if route_for_method is not None:
+            return RouteMatch(route_for_method, params)
+        if method == "HEAD" and "GET" in on_path:
+            return NOT_FOUND
+        allowed = set(on_path)
+        if "GET" in allowed:
+            allowed.add("HEAD")
+        allow = ",".join(method for method in _ALLOW_ORDER if method in allowed)
+        return HttpReply(405, (("allow", allow),))
 
     def preflight(self, path: str) -> HttpReply:
         """The CORS layer's answer to any ``OPTIONS`` request (no handler ever runs for one):
@@ -582,17 +643,26 @@ class HttpApi(EnginePlugin):
         facts: RequestFacts,
         body: JSON,
         now: float,
+        *,
+        started_at: float | None = None,
     ) -> tuple[StartedRequest, list[Output]]:
-        """Start a routed request: create its channels, ask the route's condition and call
-        its handler. The outcome comes as an :class:`HttpApiOutcome` for ``request_id``.
+        """Start a routed request: create its channels, run the middleware, ask the route's
+        condition and call its handler. ``default_timeout`` counts from ``started_at``, when
+        the shell started serving the request (it reads a JSON body first), else from ``now``.
 
-        ``body`` is the parsed JSON body (``None`` when there is none or it is not JSON)."""
+        ``body`` is the parsed JSON body (``None`` when there is none or it is not JSON).
+        A reply that replaces the ``response`` channel comes as an :class:`HttpApiOutcome`
+        for ``request_id``; a handler that returns ``null`` leaves the answer to the channel
+        (see :meth:`end`)."""
         engine = self._engine
         engine.now = now
         out: list[Output] = []
-        started = StartedRequest(
-            engine.channels.create(None, now, out), engine.channels.create(None, now, out)
-        )
+        channels = engine.channels
+        started = StartedRequest(channels.create(None, now, out), channels.create(None, now, out))
+        # The engine holds these two ends itself (the shell attaches them in process).
+        channels.attach(started.request_body.id, started.request_body.access_key, "write")
+        channels.attach(started.response.id, started.response.access_key, "read")
+        live = self._live[request_id] = _LiveRequest(started)
         route = matched.route
         query: dict[str, JSON] = dict(parse_qsl(facts.query, keep_blank_values=True))
         payload: dict[str, JSON] = {
@@ -616,8 +686,8 @@ class HttpApi(EnginePlugin):
             "context": {},
         }
 
-        def answer(reply: HttpReply | None, out: list[Output]) -> None:
-            out.append(HttpApiOutcome(request_id, reply))
+        def answer(reply: HttpReply, out: list[Output]) -> None:
+            self._decide(request_id, reply, out)
 
         def failed(error: ErrorBody, out: list[Output]) -> None:
             answer(error_response(error, self._unix_nanos()), out)
@@ -625,8 +695,8 @@ class HttpApi(EnginePlugin):
         def finished(result: JSON, error: ErrorBody | None, out: list[Output]) -> None:
             if error is not None:
                 failed(error, out)
-            else:
-                answer(None if result is None else response_from_result(result), out)
+            elif result is not None:
+                answer(response_from_result(result), out)
 
         def call_handler(out: list[Output]) -> None:
             full = dict(payload)
@@ -636,8 +706,8 @@ class HttpApi(EnginePlugin):
 
         def route_middleware(out: list[Output]) -> None:
             self._run_middleware(
-                binding.namespace, _route_middleware(binding), middleware_input, answer,
-                call_handler, out,
+                request_id, binding.namespace, _route_middleware(binding), middleware_input,
+                answer, call_handler, out,
             )  # fmt: skip
 
         def condition(out: list[Output]) -> None:
@@ -655,9 +725,51 @@ class HttpApi(EnginePlugin):
             item.function_id for item in self.settings.middleware if item.phase == "preHandler"
         ]
         self._run_middleware(
-            binding.namespace, global_ids, middleware_input, answer, condition, out
+            request_id, binding.namespace, global_ids, middleware_input, answer, condition, out
         )
+        if request_id in self._live:
+            # Armed after the first middleware's own timer: with the same deadline, that one
+            # fires first and answers MIDDLEWARE_TIMEOUT, as the engine's does.
+            live.timer = engine.arm(
+                (now if started_at is None else started_at) + self.timeout,
+                lambda now, out: self._decide(request_id, TIMED_OUT, out),
+                out,
+            )
         return started, out
+
+    def end(self, request_id: str) -> None:
+        """The ``response`` channel decided the response (its first binary frame, or its
+        writer closing), or the shell gave the request up (its client left): forget the
+        request, stop its timer and remove its channels from the registry. Outcomes that come
+        later (the handler's return value, say) are dropped. Idempotent."""
+        self._forget(request_id)
+
+    def _decide(self, request_id: str, reply: HttpReply, out: list[Output]) -> None:
+        if self._forget(request_id):
+            out.append(HttpApiOutcome(request_id, reply))
+
+    def _forget(self, request_id: str) -> bool:
+        live = self._live.pop(request_id, None)
+        if live is None:
+            return False
+        if live.timer is not None:
+            live.timer.cancel()
+        channels = self._engine.channels
+        channels.discard(live.channels.request_body.id)
+        channels.discard(live.channels.response.id)
+        return True
+
+
+def _path_params(segments: Sequence[str], parts: Sequence[str]) -> dict[str, JSON] | None:
+    """The path parameters if ``parts`` match the template ``segments`` (a parameter takes
+    one non-empty segment, raw), else ``None``."""
+    params: dict[str, JSON] = {}
+    for pattern, part in zip(segments, parts, strict=True):
+        if pattern.startswith(":") and part:
+            params[pattern[1:]] = part
+        elif pattern != part:
+            return None
+    return params
 
 
 def _route_middleware(binding: Binding) -> list[str]:

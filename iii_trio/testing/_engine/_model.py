@@ -139,12 +139,12 @@ class ChannelDropped:
 
 @attrs.frozen
 class HttpApiOutcome:
-    """What became of REST API request ``request_id`` (the ``iii-http`` worker): the whole
-    response to send, or ``None`` when the handler returned ``null`` and the ``response``
-    channel decides."""
+    """REST API request ``request_id`` (the ``iii-http`` worker) is answered with ``reply``
+    instead of what its ``response`` channel carries; the core has forgotten the request and
+    its two channels."""
 
     request_id: str
-    reply: HttpReply | None
+    reply: HttpReply
 
 
 Output: TypeAlias = (

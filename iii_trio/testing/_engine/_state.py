@@ -17,6 +17,7 @@ from typing import Final
 
 import attrs
 
+from ..._protocol._ids import new_invocation_id
 from ..._protocol._messages import (
     JSON,
     EnqueueAction,
@@ -119,8 +120,9 @@ class EngineState:
         grace: seconds a connection's namespace stays pending before registrations drain into
             ``default`` (section 2.5).
         version: the version the engine reports for its in-process workers.
-        new_uuid: source of UUIDs for worker ids, tokens, invocation and binding ids; inject a
-            deterministic one in tests.
+        new_uuid: source of UUIDs for worker ids, tokens, invocation, binding and channel ids;
+            inject a deterministic one in tests. By default, random version-4 UUIDs made
+            without a ``uuid.UUID`` each (the REST API makes five per request).
         started_at_ms: wall-clock start time in Unix milliseconds, shown as the in-process
             workers' ``connected_at_ms``.
         wall_clock_offset: Unix time minus the shell's clock, in seconds, so that plugins can
@@ -152,7 +154,7 @@ class EngineState:
         *,
         grace: float = 5.0,
         version: str = BASELINE_ENGINE_VERSION,
-        new_uuid: Callable[[], uuid.UUID] = uuid.uuid4,
+        new_uuid: Callable[[], uuid.UUID] | None = None,
         started_at_ms: int = 0,
         wall_clock_offset: float = 0.0,
         functions_poll_interval: float = 5.0,
@@ -165,7 +167,9 @@ class EngineState:
         #: timers from hooks that are not given it.
         self.now = 0.0
         self.version = version
-        self._new_uuid = new_uuid
+        self._new_id: Callable[[], str] = (
+            new_invocation_id if new_uuid is None else lambda: str(new_uuid())
+        )
         self.started_at_ms = started_at_ms
         self._wall_clock_offset = wall_clock_offset
 
@@ -423,7 +427,7 @@ class EngineState:
 
     def new_id(self) -> str:
         """A fresh UUID for an id the engine hands out (plugin interface)."""
-        return str(self._new_uuid())
+        return self._new_id()
 
     def unix_time(self, now: float | None = None) -> float:
         """The wall-clock time, in Unix seconds, at ``now`` on the shell's clock (default: the
@@ -1022,11 +1026,13 @@ class EngineState:
         """Call a worker's function (or an HTTP-invoked one) on the engine's own behalf, as it
         calls condition functions and middleware (plugin interface). The outcome goes to
         ``then``, if given: ``function_not_found`` at once when ``namespace`` has no such
-        function a worker serves. The trace fields, if given, go with the call to a worker."""
+        function a worker serves (worded as the engine words it on this path: no period and
+        no hint of other namespaces, unlike a worker's call). The trace fields, if given, go
+        with the call to a worker."""
         function = self.functions.get((namespace, function_id))
         if function is None or function.owner is None:
             if then is not None:
-                text = self._not_found_message(function_id, namespace)
+                text = f"Function {function_id} not found in namespace {namespace}"
                 then(None, ErrorBody("function_not_found", text), out)
             return
         if function.run is not None:
