@@ -56,7 +56,6 @@ if typing.TYPE_CHECKING:
 __all__ = [
     "FailureListener",
     "PreparedHandler",
-    "can_serve_inline",
     "prepare_handler",
     "serve_inline",
     "serve_invocation",
@@ -494,28 +493,26 @@ async def serve_invocation(
     await sink.send_result(frame)
 
 
-def can_serve_inline(handler: PreparedHandler, message: InvokeFunction) -> bool:
-    """Whether :func:`serve_inline` may answer ``message``: the handler cannot suspend, the
-    caller waits for the answer, and the payload holds no channel ref (its ends are the
-    handler's to use, which takes a task)."""
-    return (
-        handler.call_inline is not None
-        and message.invocation_id is not None
-        and not has_channel_refs(message.data)
-    )
-
-
 def serve_inline(
     handler: PreparedHandler,
     message: InvokeFunction,
     worker: Worker,
-    listener: FailureListener | None = None,
-) -> bytes:
-    """Serve an invocation that :func:`can_serve_inline`, right here; return its result frame.
+    span: Callable[[InvokeFunction], contextlib.AbstractContextManager[FailureListener]]
+    | None = None,
+) -> bytes | None:
+    """Serve an invocation of a handler that cannot suspend, right here; return its result frame
+    (None, having done nothing, when the payload holds a channel ref: its ends are the
+    handler's to use, which takes a task).
 
-    Runs in a fresh copy of the context, as a handler task would.
+    Runs in a fresh copy of the context, as a handler task would; inside ``span(message)`` when
+    the worker traces, which hears of a failure.
     """
-    return contextvars.copy_context().run(_serve_inline, handler, message, worker, listener)
+    if has_channel_refs(message.data):
+        return None
+    if span is None:
+        return contextvars.copy_context().run(_serve_inline, handler, message, worker, None)
+    with span(message) as listener:
+        return contextvars.copy_context().run(_serve_inline, handler, message, worker, listener)
 
 
 def _live(

@@ -36,7 +36,6 @@ from ._connection import CallFailed, EngineLink, EngineSession
 from ._context import outgoing_baggage, outgoing_trace
 from ._dispatch import (
     PreparedHandler,
-    can_serve_inline,
     prepare_handler,
     serve_inline,
     serve_invocation,
@@ -255,13 +254,11 @@ class _SessionOwner:
 
     def serve_inline(self, message: InvokeFunction) -> bytes | None:
         handler = self.handlers.get(message.function_id)
-        if handler is None or not can_serve_inline(handler, message):
+        if handler is None or handler.call_inline is None or message.invocation_id is None:
             return None
-        tracing = self.tracing
-        if tracing is None:
+        if self.tracing is None:
             return serve_inline(handler, message, self.worker)
-        with tracing.serving(message) as outcome:
-            return serve_inline(handler, message, self.worker, outcome)
+        return serve_inline(handler, message, self.worker, self.tracing.serving)
 
     def registration_refused(self, error: RegistrationRejected) -> None:
         function_id = error.function_id
