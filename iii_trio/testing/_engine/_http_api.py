@@ -534,22 +534,6 @@ class HttpApi(EnginePlugin):
         if index == len(function_ids):
             proceed(out)
             return
-        self._call_middleware(
-            request_id, namespace, function_ids, request, answer, proceed, out, index
-        )
-
-    def _call_middleware(
-        self,
-        request_id: str,
-        namespace: str,
-        function_ids: Sequence[str],
-        request: dict[str, JSON],
-        answer: Callable[[HttpReply, list[Output]], None],
-        proceed: Callable[[list[Output]], None],
-        out: list[Output],
-        index: int,
-    ) -> None:
-        """Call ``function_ids[index]``, then go on with :meth:`_run_middleware`."""
         engine = self._engine
         function_id = function_ids[index]
         done = False
