@@ -271,6 +271,14 @@ class _HttpApiServer:
         # Streaming: headers and the first chunk now, then every binary frame until the
         # writer closes, as many at a time as have arrived.
         data = _encode(connection, _response_head(status, headers, cors, stream=True))
+        if method == "HEAD":
+            # A response to HEAD has no body (hyper drops it): the writer's frames are read
+            # and let go, so that it is not held back, until it closes.
+            await _write(stream, data)
+            async for _ in response:
+                pass
+            await _send(connection, stream, h11.EndOfMessage())
+            return
         data += _encode(connection, h11.Data(data=bytes(payload)))
         await _write(stream, data)
         async for is_text, payload in response:

@@ -264,6 +264,30 @@ async def test_a_handler_streams_its_response_through_the_channel(
     assert response.content == b"part1-part2"
 
 
+async def test_a_head_route_streaming_a_body_answers_with_its_head_alone(
+    engine: DevEngine, client: httpx.AsyncClient
+) -> None:
+    async def streamer(request: iii_trio.ApiRequest) -> None:
+        writer = request.response
+        assert isinstance(writer, iii_trio.ChannelWriter)
+        async with writer:
+            await writer.send_message('{"type":"set_headers","headers":{"x-stream":"yes"}}')
+            for _ in range(64):  # more than the channel holds: the engine must keep reading
+                await writer.send_all(b"x" * 65536)
+
+    async with iii_trio.open_worker(engine.url, name="head-streamer") as worker:
+        worker.register_function("http::head", streamer)
+        config = {"api_path": "head", "http_method": "HEAD"}
+        await worker.register_trigger("http", "http::head", config)
+        with trio.fail_after(DEADLINE):
+            first = await client.head("/head")
+            second = await client.head("/head")  # on the same connection: it was not cut
+    for response in (first, second):
+        assert response.status_code == 200
+        assert response.headers["x-stream"] == "yes"
+        assert response.content == b""
+
+
 async def test_a_writer_closed_without_data_gives_an_empty_response(
     engine: DevEngine, client: httpx.AsyncClient
 ) -> None:
