@@ -4,7 +4,7 @@ refs placed in a payload hand those ends over, and a handler's ends are closed w
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import pytest
@@ -12,25 +12,21 @@ import trio
 import trio.testing
 
 import iii_trio
-from iii_trio.testing import DevEngine, open_dev_engine
+
+if TYPE_CHECKING:
+    from conftest import Engine
 
 PATIENCE = 10.0
 
 
 @pytest.fixture
-async def engine() -> AsyncIterator[DevEngine]:
-    async with open_dev_engine() as running:
-        yield running
-
-
-@pytest.fixture
-async def caller(engine: DevEngine) -> AsyncIterator[iii_trio.Worker]:
+async def caller(engine: Engine) -> AsyncIterator[iii_trio.Worker]:
     async with iii_trio.open_worker(engine.url, name="caller") as connected:
         yield connected
 
 
 @pytest.fixture
-async def callee(engine: DevEngine) -> AsyncIterator[iii_trio.Worker]:
+async def callee(engine: Engine) -> AsyncIterator[iii_trio.Worker]:
     async with iii_trio.open_worker(engine.url, name="callee") as connected:
         yield connected
 
@@ -235,7 +231,7 @@ async def test_a_handler_given_an_end_it_hands_on_leaves_it_alone(
         assert await _read_all(channel.reader) == b"from the second hop"
 
 
-async def test_a_cancelled_handler_drops_its_ends(engine: DevEngine) -> None:
+async def test_a_cancelled_handler_drops_its_ends(engine: Engine) -> None:
     started = trio.Event()
     async with iii_trio.open_worker(engine.url, name="reader") as keeper:
         channel = await keeper.create_channel()

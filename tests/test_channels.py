@@ -7,8 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import ssl
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -20,21 +19,11 @@ import iii_trio
 from iii_trio._protocol._codec import encode
 from iii_trio._protocol._messages import InvocationResult, InvokeFunction
 from iii_trio._transport import UpgradeRequest, WebSocket, serve_websocket_stream
-from iii_trio.testing import DevEngine, open_dev_engine
+
+if TYPE_CHECKING:
+    from conftest import Engine
 
 PATIENCE = 10.0
-
-
-@pytest.fixture
-async def engine() -> AsyncIterator[DevEngine]:
-    async with open_dev_engine() as running:
-        yield running
-
-
-@pytest.fixture
-async def worker(engine: DevEngine) -> AsyncIterator[iii_trio.Worker]:
-    async with iii_trio.open_worker(engine.url, name="channels") as connected:
-        yield connected
 
 
 async def _read_all(reader: iii_trio.ChannelReader) -> bytes:
@@ -66,14 +55,14 @@ async def test_create_channel_gives_both_ends_and_both_refs(worker: iii_trio.Wor
     [("8", TypeError), (1.5, TypeError), (True, TypeError), (-1, ValueError)],
 )
 async def test_create_channel_refuses_a_bad_buffer_size_before_asking(
-    engine: DevEngine, worker: iii_trio.Worker, buffer_size: Any, error: type[Exception]
+    engine: Engine, worker: iii_trio.Worker, buffer_size: Any, error: type[Exception]
 ) -> None:
     with pytest.raises(error, match="buffer_size"):
         await worker.create_channel(buffer_size)
 
 
 async def test_create_channel_after_the_block_is_a_closed_resource_error(
-    engine: DevEngine,
+    engine: Engine,
 ) -> None:
     async with iii_trio.open_worker(engine.url, name="gone") as worker:
         pass
@@ -363,7 +352,7 @@ async def test_channel_sockets_use_the_workers_headers_tls_and_query(
 
 
 async def test_leaving_open_worker_closes_every_channel_socket_within_a_second(
-    engine: DevEngine, worker: iii_trio.Worker
+    engine: Engine, worker: iii_trio.Worker
 ) -> None:
     outgoing = await worker.create_channel()  # the leaving worker writes into this one
     incoming = await worker.create_channel()  # and reads from this one
