@@ -141,11 +141,16 @@ class OpenSpan:
         self.span.set_status(Status(StatusCode.ERROR, f"{code}: {message}"))
 
     def traceparent(self) -> str:
-        """The W3C traceparent naming this span."""
+        """The W3C traceparent naming this span, version 00.
+
+        Of the span's flags only ``sampled`` is kept: version 00 defines no other, and the
+        engine's propagator drops a version-00 traceparent whose flags exceed 2, so the SDK's
+        random-trace-id bit (flags 03) would cut the trace at the engine.
+        """
         span_context = self.span.get_span_context()
         return (
             f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-            f"{int(span_context.trace_flags):02x}"
+            f"{int(span_context.trace_flags) & 1:02x}"
         )
 
     def __enter__(self) -> OpenSpan:

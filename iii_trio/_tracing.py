@@ -2,9 +2,9 @@
 dependency: https://www.w3.org/TR/trace-context/ and https://www.w3.org/TR/baggage/.
 
 A call made inside a handler continues the handler's trace: same trace id, a new parent span
-id, the same flags, and the handler's baggage. A call made anywhere else starts a trace. What
-the engine hands a handler is checked here, and a malformed value is dropped, never an error:
-the trace then starts afresh at this worker.
+id, the same sampled flag, and the handler's baggage. A call made anywhere else starts a trace.
+What the engine hands a handler is checked here, and a malformed value is dropped, never an
+error: the trace then starts afresh at this worker.
 
 New ids are random (``random.randbytes``: unique, not secret, and the cheapest way to a hex
 string on the call path; an all-zero id, which W3C forbids, has odds of 2**-64 or less).
@@ -61,10 +61,13 @@ def trace_id_of(traceparent: str) -> str:
 
 def child_traceparent(parent: str | None) -> str:
     """The traceparent of a call made under ``parent``, a valid traceparent (its trace, a new
-    span id, its flags), or under nothing (a new sampled trace)."""
+    span id, its sampled flag), or under nothing (a new sampled trace)."""
     if parent is None:
         ids = _random_bytes(24).hex()
         return "00-" + ids[:32] + "-" + ids[32:] + "-01"
     # Fixed offsets: "vv-" trace id (32) "-" span id (16) "-" flags (2), then, for versions
-    # above 00 only, fields this version does not know, which it leaves out.
-    return "00" + parent[2:36] + _random_bytes(8).hex() + parent[52:55]
+    # above 00 only, fields this version does not know, which it leaves out. Of the flags only
+    # `sampled` carries over: version 00 defines no other, and the engine drops a version-00
+    # traceparent whose flags exceed 2 (a W3C level-2 random-trace-id bit with sampled is 03).
+    sampled = "-01" if int(parent[53:55], 16) & 1 else "-00"
+    return "00" + parent[2:36] + _random_bytes(8).hex() + sampled

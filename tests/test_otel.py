@@ -7,15 +7,18 @@ other test is traced.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 from engine._raw import RawWorker
 
 import iii_trio
-from iii_trio._dispatch import prepare_handler
 from iii_trio.testing import DevEngine
+
+if TYPE_CHECKING:
+    from conftest import Engine
+from iii_trio._dispatch import prepare_handler
 
 trace_sdk = pytest.importorskip("opentelemetry.sdk.trace")
 from opentelemetry import trace  # noqa: E402
@@ -47,13 +50,13 @@ def spans(exporter: InMemorySpanExporter) -> dict[tuple[str, SpanKind], Any]:
 
 
 async def test_calls_and_invocations_are_linked_spans_without_payloads(
-    iii_engine: DevEngine,
+    engine: Engine,
     provider: trace_sdk.TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:
     async with (
-        iii_trio.open_worker(iii_engine.url, name="served", tracer_provider=provider) as served,
-        iii_trio.open_worker(iii_engine.url, name="caller", tracer_provider=provider) as caller,
+        iii_trio.open_worker(engine.url, name="served", tracer_provider=provider) as served,
+        iii_trio.open_worker(engine.url, name="caller", tracer_provider=provider) as caller,
     ):
 
         @served.function("svc::double")
@@ -76,6 +79,9 @@ async def test_calls_and_invocations_are_linked_spans_without_payloads(
     assert chain_span.parent.span_id == call_chain.context.span_id
     assert call_double.parent.span_id == chain_span.context.span_id
     assert double_span.parent.span_id == call_double.context.span_id
+    # What the calls carried: version 00 flags, `sampled` alone (the engine drops a version-00
+    # traceparent with flags above 2, which the SDK's random-trace-id bit would make 03).
+    assert {int(span.parent.trace_flags) for span in (chain_span, double_span)} == {1}
     assert len({span.context.trace_id for span in recorded.values()}) == 1
     for span in recorded.values():
         assert set(span.attributes) <= ATTRIBUTES
@@ -86,13 +92,11 @@ async def test_calls_and_invocations_are_linked_spans_without_payloads(
 
 
 async def test_failures_mark_both_spans_with_the_error_code(
-    iii_engine: DevEngine,
+    engine: Engine,
     provider: trace_sdk.TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:
-    async with iii_trio.open_worker(
-        iii_engine.url, name="failing", tracer_provider=provider
-    ) as worker:
+    async with iii_trio.open_worker(engine.url, name="failing", tracer_provider=provider) as worker:
 
         @worker.function("svc::fail")
         async def fail(payload: Any) -> None:
@@ -112,40 +116,52 @@ async def test_failures_mark_both_spans_with_the_error_code(
     assert missing.attributes["iii.error.code"] == "function_not_found"
 
 
-async def test_void_calls_and_enqueues_are_client_spans_too(
-    iii_engine: DevEngine,
-    provider: trace_sdk.TracerProvider,
-    exporter: InMemorySpanExporter,
-) -> None:
-    async with iii_trio.open_worker(
-        iii_engine.url, name="void", tracer_provider=provider
-    ) as worker:
-        done = trio.Event()
+async def fire_and_wait(worker: iii_trio.Worker, send: str) -> None:
+    done = trio.Event()
 
-        @worker.function("svc::note")
-        async def note(payload: Any) -> None:
-            done.set()
+    @worker.function("svc::note")
+    async def note(payload: Any) -> None:
+        done.set()
 
-        await worker.wait_registered()
-        with trio.fail_after(10):
+    await worker.wait_registered()
+    with trio.fail_after(10):
+        if send == "void":
             await worker.trigger_void("svc::note", {})
-            await done.wait()
-            done = trio.Event()
+        else:
             await worker.enqueue("svc::note", {}, queue="default")
-            await done.wait()
-    enqueued = [span for span in exporter.get_finished_spans() if span.name == "call svc::note"]
-    assert len(enqueued) == 2
-    assert all(span.kind is SpanKind.CLIENT for span in enqueued)
+        await done.wait()
+
+
+def assert_one_linked_call(exporter: InMemorySpanExporter) -> None:
     recorded = spans(exporter)
-    assert ("call svc::note", SpanKind.CLIENT) in recorded
-    server = recorded[("svc::note", SpanKind.SERVER)]
-    assert server.parent.span_id == recorded[("call svc::note", SpanKind.CLIENT)].context.span_id
+    assert len(exporter.get_finished_spans()) == 2
+    client = recorded[("call svc::note", SpanKind.CLIENT)]
+    assert recorded[("svc::note", SpanKind.SERVER)].parent.span_id == client.context.span_id
+
+
+async def test_a_void_call_is_a_client_span_too(
+    engine: Engine, provider: trace_sdk.TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async with iii_trio.open_worker(engine.url, name="void", tracer_provider=provider) as worker:
+        await fire_and_wait(worker, "void")
+    assert_one_linked_call(exporter)
+
+
+async def test_an_enqueue_is_a_client_span_too(
+    iii_engine: DevEngine, provider: trace_sdk.TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    # The dev engine only: a real engine enqueues only with its queue worker added.
+    async with iii_trio.open_worker(
+        iii_engine.url, name="enqueuer", tracer_provider=provider
+    ) as worker:
+        await fire_and_wait(worker, "enqueue")
+    assert_one_linked_call(exporter)
 
 
 async def test_without_a_provider_nothing_is_recorded(
-    iii_engine: DevEngine, exporter: InMemorySpanExporter
+    engine: Engine, exporter: InMemorySpanExporter
 ) -> None:
-    async with iii_trio.open_worker(iii_engine.url, name="plain") as worker:
+    async with iii_trio.open_worker(engine.url, name="plain") as worker:
         worker.register_function("svc::echo", lambda payload: payload)
         await worker.wait_registered()
         assert await worker.trigger("svc::echo", 1) == 1
@@ -159,14 +175,14 @@ async def test_a_tracer_provider_must_be_one() -> None:
 
 
 async def test_a_served_span_continues_the_callers_trace_and_baggage(
-    iii_engine: DevEngine,
+    engine: Engine,
     provider: trace_sdk.TracerProvider,
     exporter: InMemorySpanExporter,
 ) -> None:
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
     seen: list[iii_trio.Context] = []
     async with iii_trio.open_worker(
-        iii_engine.url, name="continued", tracer_provider=provider
+        engine.url, name="continued", tracer_provider=provider
     ) as worker:
 
         @worker.function("svc::outer")
@@ -178,7 +194,7 @@ async def test_a_served_span_continues_the_callers_trace_and_baggage(
             seen.append(iii_trio.get_context())
 
         await worker.wait_registered()
-        caller = await RawWorker.connect(iii_engine.url)
+        caller = await RawWorker.connect(engine.url)
         with trio.fail_after(10):
             await caller.call(
                 "svc::outer",
@@ -226,14 +242,14 @@ def count(n: int) -> int:
 
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "in a task"])
 async def test_a_handler_runs_inside_its_span_and_its_failures_mark_it(
-    iii_engine: DevEngine,
+    engine: Engine,
     provider: trace_sdk.TracerProvider,
     exporter: InMemorySpanExporter,
     inline: bool,
 ) -> None:
     async with (
-        iii_trio.open_worker(iii_engine.url, name="served", tracer_provider=provider) as worker,
-        iii_trio.open_worker(iii_engine.url, name="caller") as caller,
+        iii_trio.open_worker(engine.url, name="served", tracer_provider=provider) as worker,
+        iii_trio.open_worker(engine.url, name="caller") as caller,
     ):
         current_span = served(
             lambda _: f"{trace.get_current_span().get_span_context().span_id:016x}",
