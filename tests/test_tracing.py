@@ -201,6 +201,35 @@ async def test_three_hops_share_the_callers_trace_and_baggage(engine: Engine) ->
         assert any(m.startswith("iii.function.id=trace") and function_id in m for m in members)
 
 
+@pytest.mark.parametrize(
+    ("sent", "delivered"),
+    [
+        (PARENT, PARENT),
+        # Version 00 defines no flag above 2: the engine's propagator refuses the value.
+        (f"00-{TRACE}-00f067aa0ba902b7-03", None),
+        (f"00-{TRACE}-00f067aa0ba902b7-02", f"00-{TRACE}-00f067aa0ba902b7-00"),
+        (f"cc-{TRACE}-00f067aa0ba902b7-09-later", f"00-{TRACE}-00f067aa0ba902b7-01"),
+        (f"00-{TRACE.upper()}-00f067aa0ba902b7-01", None),
+    ],
+)
+async def test_the_engine_hands_a_traceparent_on_as_its_propagator_writes_it(
+    engine: Engine, sent: str, delivered: str | None
+) -> None:
+    seen: list[str | None] = []
+    async with iii_trio.open_worker(engine.url, name="propagated") as worker:
+
+        @worker.function("trace::seen")
+        async def record(payload: Any) -> None:
+            seen.append(iii_trio.get_context().traceparent)
+
+        await worker.wait_registered()
+        caller = await RawWorker.connect(engine.url)
+        with trio.fail_after(10):
+            await caller.call("trace::seen", {}, traceparent=sent)
+        await caller.aclose()
+    assert seen == [delivered]
+
+
 async def test_a_call_outside_any_handler_starts_a_trace(engine: Engine) -> None:
     seen: list[iii_trio.Context] = []
     async with iii_trio.open_worker(engine.url, name="starter") as worker:

@@ -959,8 +959,8 @@ class _Server:
                     data,
                     invocation_id,
                     metadata=metadata,
-                    traceparent=traceparent,
-                    baggage=routed[1],
+                    traceparent=routed[1],
+                    baggage=routed[2],
                     from_wire=True,
                 )
             )

@@ -46,6 +46,7 @@ from iii_trio.testing._engine import (
     WorkerDisconnected,
     baggage_with_function_id,
     canonical_uuid,
+    engine_traceparent,
     sanitize_label,
 )
 
@@ -1381,12 +1382,12 @@ def routed_fast(engine: Engine, connection_id: str, message: Message) -> list[Ou
         )
         if routed is None:
             return None
-        executor_id, baggage = routed
+        executor_id, traceparent, baggage = routed
         delivery = InvokeFunction(
             message.function_id,
             data=data,
             invocation_id=message.invocation_id,
-            traceparent=message.traceparent,
+            traceparent=traceparent,
             baggage=baggage,
             metadata=message.metadata,
         )
@@ -1518,7 +1519,7 @@ def test_route_invocation_takes_ownership_of_dict_data(engine: Engine) -> None:
     routed = engine.state.route_invocation(
         client.id, "svc::echo", data, CALL_ID, None, None, None, None
     )
-    assert routed == (server.id, None)
+    assert routed == (server.id, None, None)
     assert data == {"n": 1, "_caller_worker_id": client.id}
 
 
@@ -1551,3 +1552,37 @@ def test_announced_and_disconnected_events_name_the_worker(engine: Engine) -> No
 def test_grace_must_not_be_negative() -> None:
     with pytest.raises(ValueError, match="grace"):
         EngineState(grace=-1)
+
+
+# --- trace context as the engine hands it on -----------------------------------------------------
+
+_TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+_SPAN_ID = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize(
+    ("sent", "delivered"),
+    [
+        (None, None),
+        (f"00-{_TRACE_ID}-{_SPAN_ID}-01", f"00-{_TRACE_ID}-{_SPAN_ID}-01"),
+        (f" 00-{_TRACE_ID}-{_SPAN_ID}-01- ", f"00-{_TRACE_ID}-{_SPAN_ID}-01"),
+        (f"00-{_TRACE_ID}-{_SPAN_ID}-02", f"00-{_TRACE_ID}-{_SPAN_ID}-00"),
+        (f"00-{_TRACE_ID}-{_SPAN_ID}-03", None),
+        (f"00-{_TRACE_ID}-{_SPAN_ID}-01-extra", None),
+        (f"01-{_TRACE_ID}-{_SPAN_ID}-ff-extra", f"00-{_TRACE_ID}-{_SPAN_ID}-01"),
+        (f"ff-{_TRACE_ID}-{_SPAN_ID}-01", None),
+        (f"00-abc-{_SPAN_ID}-01", f"00-{'abc':0>32}-{_SPAN_ID}-01"),
+        (f"00-+abc-{_SPAN_ID}-01", f"00-{'abc':0>32}-{_SPAN_ID}-01"),
+        (f"00-{'0' * 32}-{_SPAN_ID}-01", None),
+        (f"00-{_TRACE_ID}-{'0' * 16}-01", None),
+        (f"00-{_TRACE_ID.upper()}-{_SPAN_ID}-01", None),
+        (f"00-{_TRACE_ID}0-{_SPAN_ID}-01", None),
+        (f"00-{_TRACE_ID}-{_SPAN_ID}-100", None),
+        (f"00-{_TRACE_ID}--{_SPAN_ID}-01", None),
+        ("00-not-a-trace-01", None),
+    ],
+)
+def test_a_traceparent_is_handed_on_as_the_engines_propagator_writes_it(
+    sent: str | None, delivered: str | None
+) -> None:
+    assert engine_traceparent(sent) == delivered

@@ -103,6 +103,7 @@ from ._model import WorkerConnected as WorkerConnected
 from ._model import WorkerDisconnected as WorkerDisconnected
 from ._model import baggage_with_function_id as baggage_with_function_id
 from ._model import canonical_uuid as canonical_uuid
+from ._model import engine_traceparent as engine_traceparent
 from ._model import sanitize_label as sanitize_label
 from ._plugin import EnginePlugin as EnginePlugin
 from ._state import EngineState as EngineState
@@ -125,6 +126,7 @@ __all__ = [
     "WorkerConnected",
     "WorkerDisconnected",
     "baggage_with_function_id",
+    "engine_traceparent",
     "canonical_uuid",
     "sanitize_label",
 ]

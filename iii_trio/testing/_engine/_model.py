@@ -383,6 +383,34 @@ def sanitize_label(text: str | None) -> str | None:
     return kept[:_NAME_LIMIT].strip(_WHITESPACE) or None
 
 
+#: A traceparent the engine's propagator would write back exactly as it reads it.
+_CANONICAL_TRACEPARENT: Final = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-0[01]")
+#: What Rust's ``from_str_radix(part, 16)`` takes for an unsigned number.
+_RADIX_16: Final = re.compile(r"\+?[0-9a-fA-F]+")
+
+
+def engine_traceparent(traceparent: str | None) -> str | None:
+    """A caller's ``traceparent`` as the engine hands it on: read by its W3C propagator and
+    written again (version 00, ids in full, the sampled flag alone), or None where the
+    propagator refuses it, a version-00 value with flags above 2 among others."""
+    if traceparent is None or _CANONICAL_TRACEPARENT.fullmatch(traceparent):
+        return traceparent
+    parts = traceparent.strip().split("-")
+    if parts[-1] == "":  # a trailing dash ends the last part, as Rust's split_terminator
+        parts.pop()
+    if len(parts) < 4 or not all(_RADIX_16.fullmatch(part) for part in parts[:4]):
+        return None
+    version, flags = int(parts[0], 16), int(parts[3], 16)
+    if version > 254 or flags > 255 or (version == 0 and (len(parts) != 4 or flags > 2)):
+        return None
+    if parts[1] != parts[1].lower() or parts[2] != parts[2].lower():
+        return None
+    trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+    if not (0 < trace_id < 1 << 128 and 0 < span_id < 1 << 64):
+        return None
+    return f"00-{trace_id:032x}-{span_id:016x}-{flags & 1:02x}"
+
+
 def baggage_with_function_id(baggage: str | None, function_id: str) -> str:
     """Add or replace the ``iii.function.id`` entry of a W3C baggage header."""
     members = []

@@ -67,6 +67,7 @@ from ._model import (
     baggage_with_function_id,
     canonical_uuid,
     describe_value,
+    engine_traceparent,
     is_blank,
     ns_list,
     sanitize_label,
@@ -297,7 +298,7 @@ class EngineState:
         baggage: str | None,
         metadata: JSON,
         namespace: str | None,
-    ) -> tuple[str, str | None] | None:
+    ) -> tuple[str, str | None, str | None] | None:
         """:meth:`receive` of an ``invokefunction`` without ``action``, if it is the common case.
 
         That is: a call with a canonical invocation id not already in flight, from an open
@@ -306,11 +307,12 @@ class EngineState:
         decoded) that nobody else holds.
 
         Returns:
-            ``(executor_connection_id, baggage)``: send that connection
+            ``(executor_connection_id, traceparent, baggage)``: send that connection
             ``InvokeFunction(function_id, data, invocation_id, traceparent, baggage,
-            metadata=metadata)``, with the ``data`` and ``baggage`` this returns, and nothing
-            else. ``None`` when the message is not the common case: nothing was done, pass it
-            to :meth:`receive`.
+            metadata=metadata)``, with the ``data``, ``traceparent`` and ``baggage`` this
+            returns (the trace context as the engine hands it on), and nothing else. ``None``
+            when the message is not the common case: nothing was done, pass it to
+            :meth:`receive`.
         """
         connection = self.connections.get(connection_id)
         if (
@@ -334,14 +336,17 @@ class EngineState:
         if type(data) is dict:
             # What receive() does with a copy; same keys in the same order.
             data["_caller_worker_id"] = connection.id
+        # The reply echoes the caller's trace fields as they came; the delivery carries them
+        # as the engine's propagator writes them again.
         caller = Caller(connection, invocation_id, function_id, traceparent, baggage)
         if traceparent is not None or baggage is not None:
+            traceparent = engine_traceparent(traceparent)
             baggage = baggage_with_function_id(baggage, function_id)
         connection.in_flight.add(invocation_id)
         connection.calls_started += 1
         self._pending[invocation_id] = Pending(executor, connection, caller)
         executor.in_flight.add(invocation_id)
-        return executor.id, baggage
+        return executor.id, traceparent, baggage
 
     def route_result(self, connection_id: str, invocation_id: str, result: JSON) -> Caller | bool:
         """:meth:`receive` of an ``invocationresult`` without ``error``, if it is the common case.
@@ -630,7 +635,7 @@ class EngineState:
                 function_id=function_id,
                 data=data,
                 invocation_id=delivery_id,
-                traceparent=message.traceparent,
+                traceparent=engine_traceparent(message.traceparent),
                 baggage=baggage,
                 metadata=message.metadata,
             ),
