@@ -62,6 +62,8 @@ _READ_SIZE: Final = 65536
 HEADER_READ_TIMEOUT: Final = 30.0
 #: The largest request head, in bytes (hyper's default read buffer limit; larger: 431).
 MAX_HEAD_SIZE: Final = 8192 + 4096 * 100
+#: The most header fields a request may have (hyper's default; more: 431).
+MAX_HEADERS: Final = 100
 _REASONS: Final = {status.value: status.phrase.encode("ascii") for status in http.HTTPStatus}
 
 Frame = tuple[bool, bytes | bytearray | memoryview]
@@ -141,6 +143,12 @@ class _HttpApiServer:
                     request = await _next_event(connection, stream)
                     head_timeout.deadline = math.inf
                     if not isinstance(request, h11.Request):
+                        break
+                    if len(request.headers) > MAX_HEADERS:
+                        too_many = h11.RemoteProtocolError(
+                            f"more than {MAX_HEADERS} header fields", error_status_hint=431
+                        )
+                        await _answer_bad_request(connection, stream, too_many)
                         break
                     try:
                         limiter.acquire_nowait()

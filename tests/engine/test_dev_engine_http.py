@@ -14,7 +14,7 @@ import iii_trio
 from iii_trio.testing import DevEngine, open_dev_engine
 from iii_trio.testing._config import parse_config
 from iii_trio.testing._dev_engine import DEV_ENGINE_VERSION
-from iii_trio.testing._http_api_server import MAX_HEAD_SIZE
+from iii_trio.testing._http_api_server import MAX_HEAD_SIZE, MAX_HEADERS
 
 DEADLINE = 10.0
 PERMISSIVE = {
@@ -555,12 +555,24 @@ async def test_request_heads_are_limited_as_by_hyper_and_bodies_not_at_all(
                 "/sizes", headers={"x-big": "h" * 100_000}, json={"data": "b" * 2_500_000}
             )
             # One byte over, and no more: the engine reads it all, so its close is clean.
-            head = b"GET /sizes HTTP/1.1\r\nhost: a\r\nx-big: "
+            request_line = b"GET /sizes HTTP/1.1\r\nhost: a\r\n"
+            head = request_line + b"x-big: "
             too_large = await raw_exchange(
                 engine.http_url, head + b"h" * (MAX_HEAD_SIZE + 1 - len(head))
             )
+            # hyper takes 100 header fields, host included, and answers 431 to one more.
+            fields = b"".join(b"x-h%d: v\r\n" % number for number in range(MAX_HEADERS - 1))
+            most = await raw_exchange(
+                engine.http_url, request_line + fields + b"\r\n", keep_open=True
+            )
+            one_more = await raw_exchange(
+                engine.http_url, request_line + fields + b"x-last: v\r\n\r\n"
+            )
     assert served.json() == [100_000, 2_500_000]
     assert too_large.startswith(b"HTTP/1.1 431 ")
+    assert most.startswith(b"HTTP/1.1 405 ")  # routed: POST /sizes only
+    assert one_more.startswith(b"HTTP/1.1 431 ")
+    assert b"connection: close" in one_more.lower()
 
 
 async def test_a_body_that_breaks_off_reaches_the_handler_as_far_as_it_went(
