@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -18,13 +18,16 @@ from peer_process import read_line, start_peer
 import iii_trio
 from iii_trio.testing import DevEngine
 
+if TYPE_CHECKING:
+    from conftest import Engine
+
 pytest.importorskip("iii", reason="the official iii-sdk package is not installed")
 
 
 async def test_official_sdk_worker_and_iii_trio_worker_call_each_other(
-    iii_engine: DevEngine,
+    engine: Engine,
 ) -> None:
-    async with iii_trio.open_worker(iii_engine.url, name="trio-side") as worker:
+    async with iii_trio.open_worker(engine.url, name="trio-side") as worker:
 
         @worker.function("trio::add")
         async def add(payload: dict[str, Any]) -> int:
@@ -37,7 +40,7 @@ async def test_official_sdk_worker_and_iii_trio_worker_call_each_other(
         await worker.wait_registered()
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                peer = await start_peer(nursery, "official_sdk_worker.py", iii_engine.url)
+                peer = await start_peer(nursery, "official_sdk_worker.py", engine.url)
                 assert peer.stdout is not None
                 assert peer.stdin is not None
                 report = json.loads(await read_line(peer))
@@ -55,7 +58,7 @@ async def test_official_sdk_worker_and_iii_trio_worker_call_each_other(
 
 
 async def test_trigger_types_work_both_ways_with_an_official_sdk_worker(
-    iii_engine: DevEngine,
+    engine: Engine,
 ) -> None:
     started, bindings = trio.open_memory_channel[iii_trio.TriggerConfig](8)
     hooked, fired = trio.open_memory_channel[tuple[Any, Any]](8)
@@ -67,7 +70,7 @@ async def test_trigger_types_work_both_ways_with_an_official_sdk_worker(
         async def unregister_trigger(self, trigger: iii_trio.TriggerConfig) -> None:
             await trio.lowlevel.checkpoint()
 
-    async with iii_trio.open_worker(iii_engine.url, name="trio-provider") as worker:
+    async with iii_trio.open_worker(engine.url, name="trio-provider") as worker:
         worker.register_trigger_type("trio-tick", Ticker(), description="ticks on demand")
 
         @worker.function("trio::on_hook")
@@ -77,7 +80,7 @@ async def test_trigger_types_work_both_ways_with_an_official_sdk_worker(
         await worker.wait_registered()
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                peer = await start_peer(nursery, "official_trigger_peer.py", iii_engine.url)
+                peer = await start_peer(nursery, "official_trigger_peer.py", engine.url)
                 assert peer.stdout is not None
                 assert peer.stdin is not None
                 assert await read_line(peer) == "ready\n"
@@ -103,12 +106,12 @@ async def test_trigger_types_work_both_ways_with_an_official_sdk_worker(
 
 
 async def test_an_official_sdk_worker_shares_state_and_serves_a_custom_stream(
-    iii_engine: DevEngine,
+    engine: Engine,
 ) -> None:
-    async with iii_trio.open_worker(iii_engine.url, name="trio-state") as worker:
+    async with iii_trio.open_worker(engine.url, name="trio-state") as worker:
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                peer = await start_peer(nursery, "official_stream_peer.py", iii_engine.url)
+                peer = await start_peer(nursery, "official_stream_peer.py", engine.url)
                 assert peer.stdout is not None
                 assert peer.stdin is not None
                 report = json.loads(await read_line(peer))
@@ -133,6 +136,7 @@ async def test_an_official_sdk_worker_shares_state_and_serves_a_custom_stream(
 
 
 async def test_queues_and_pubsub_work_with_an_official_sdk_worker(iii_engine: DevEngine) -> None:
+    # The dev engine only: a real engine enqueues only with its queue worker added.
     jobs, done = trio.open_memory_channel[Any](1)
     async with iii_trio.open_worker(iii_engine.url, name="trio-queues") as worker:
 
@@ -165,9 +169,9 @@ def _official_body(size: int) -> bytes:
 
 
 async def test_official_sdk_worker_and_iii_trio_worker_stream_through_channels(
-    iii_engine: DevEngine,
+    engine: Engine,
 ) -> None:
-    async with iii_trio.open_worker(iii_engine.url, name="trio-streams") as worker:
+    async with iii_trio.open_worker(engine.url, name="trio-streams") as worker:
 
         @worker.function("trio::consume")
         async def consume(payload: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +185,7 @@ async def test_official_sdk_worker_and_iii_trio_worker_stream_through_channels(
         await worker.wait_registered()
         with trio.fail_after(60):
             async with trio.open_nursery() as nursery:
-                peer = await start_peer(nursery, "official_channel_worker.py", iii_engine.url)
+                peer = await start_peer(nursery, "official_channel_worker.py", engine.url)
                 assert peer.stdout is not None
                 assert peer.stdin is not None
                 # The official worker made a channel, wrote into it and had us read it.
