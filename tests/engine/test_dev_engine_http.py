@@ -1,11 +1,15 @@
 """The dev engine's REST API (``iii-http``) through real sockets: httpx against its port,
-handlers in iii_trio workers on the engine's WebSocket port."""
+handlers in iii_trio workers on the engine's WebSocket port. The tests that need no settings of
+their own run against a real engine too when ``III_ENGINE_URL`` and ``III_ENGINE_HTTP_URL`` name
+one (default ``iii-http`` settings)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -24,14 +28,48 @@ PERMISSIVE = {
 }
 
 
-@pytest.fixture
-async def engine() -> AsyncIterator[DevEngine]:
+@attrs.frozen
+class RealEngine:
+    """A real iii engine: ``III_ENGINE_URL``, and its REST API at ``III_ENGINE_HTTP_URL``."""
+
+    url: str
+    http_url: str
+
+
+Engine = DevEngine | RealEngine
+_REAL_URLS = (
+    os.environ.get("III_ENGINE_URL", "").strip(),
+    os.environ.get("III_ENGINE_HTTP_URL", "").strip(),
+)
+_real = pytest.param(
+    "real",
+    marks=[
+        pytest.mark.engine,
+        pytest.mark.skipif(
+            not all(_REAL_URLS), reason="III_ENGINE_URL and III_ENGINE_HTTP_URL are not both set"
+        ),
+    ],
+)
+
+
+@pytest.fixture(params=["dev", _real])
+async def engine(request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    """The dev engine, and a real one with its default ``iii-http`` settings when named."""
+    if request.param == "real":
+        yield RealEngine(*_REAL_URLS)
+        return
     async with open_dev_engine() as running:
         yield running
 
 
 @pytest.fixture
-async def client(engine: DevEngine) -> AsyncIterator[httpx.AsyncClient]:
+async def dev_engine() -> AsyncIterator[DevEngine]:
+    async with open_dev_engine() as running:
+        yield running
+
+
+@pytest.fixture
+async def client(engine: Engine) -> AsyncIterator[httpx.AsyncClient]:
     assert engine.http_url is not None
     async with httpx.AsyncClient(base_url=engine.http_url, timeout=DEADLINE) as http:
         yield http
@@ -43,7 +81,7 @@ async def echo(request: dict[str, Any]) -> dict[str, Any]:
 
 
 async def get_once(
-    engine: DevEngine, client: httpx.AsyncClient, function_id: str, handler: Any, api_path: str
+    engine: Engine, client: httpx.AsyncClient, function_id: str, handler: Any, api_path: str
 ) -> httpx.Response:
     """GET ``api_path`` once, served by ``handler`` bound to it in a worker of its own."""
     async with iii_trio.open_worker(engine.url) as worker:
@@ -53,7 +91,7 @@ async def get_once(
 
 
 async def test_a_route_gets_the_request_payload_and_answers_with_its_return_value(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     with trio.fail_after(DEADLINE):
         async with iii_trio.open_worker(engine.url) as worker:
@@ -85,7 +123,7 @@ async def test_a_route_gets_the_request_payload_and_answers_with_its_return_valu
 
 
 async def test_unknown_paths_get_404_and_other_methods_405(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     with trio.fail_after(DEADLINE):
         async with iii_trio.open_worker(engine.url) as worker:
@@ -120,7 +158,7 @@ async def test_unknown_paths_get_404_and_other_methods_405(
     ],
 )  # fmt: skip
 async def test_return_values_map_to_responses(
-    engine: DevEngine,
+    engine: Engine,
     client: httpx.AsyncClient,
     result: Any,
     status: int,
@@ -135,7 +173,7 @@ async def test_return_values_map_to_responses(
 
 
 async def test_a_failing_handler_gets_the_500_envelope(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     async def broken(request: Any) -> None:
         raise RuntimeError("boom")
@@ -159,7 +197,7 @@ async def test_a_failing_handler_gets_the_500_envelope(
     assert gone.json()["error"]["code"] == "function_not_found"
 
 
-async def test_conflicting_and_missing_paths_are_refused(engine: DevEngine) -> None:
+async def test_conflicting_and_missing_paths_are_refused(engine: Engine) -> None:
     with trio.fail_after(DEADLINE):
         async with iii_trio.open_worker(engine.url) as worker:
             worker.register_function("http::echo", echo)
@@ -177,7 +215,7 @@ async def test_conflicting_and_missing_paths_are_refused(engine: DevEngine) -> N
 
 
 async def test_the_last_registration_of_a_route_wins(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     with trio.fail_after(DEADLINE):
         async with iii_trio.open_worker(engine.url) as worker:
@@ -244,7 +282,7 @@ async def test_a_json_body_must_arrive_within_default_timeout() -> None:
 
 
 async def test_a_handler_streams_its_response_through_the_channel(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     async def streamer(request: iii_trio.ApiRequest) -> None:
         writer = request.response
@@ -265,7 +303,7 @@ async def test_a_handler_streams_its_response_through_the_channel(
 
 
 async def test_a_head_route_streaming_a_body_answers_with_its_head_alone(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     async def streamer(request: iii_trio.ApiRequest) -> None:
         writer = request.response
@@ -289,7 +327,7 @@ async def test_a_head_route_streaming_a_body_answers_with_its_head_alone(
 
 
 async def test_a_writer_closed_without_data_gives_an_empty_response(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     async def teapot(request: iii_trio.ApiRequest) -> dict[str, Any]:
         writer = request.response
@@ -306,9 +344,7 @@ async def test_a_writer_closed_without_data_gives_an_empty_response(
     assert response.content == b""
 
 
-async def test_request_bodies_reach_the_handler(
-    engine: DevEngine, client: httpx.AsyncClient
-) -> None:
+async def test_request_bodies_reach_the_handler(engine: Engine, client: httpx.AsyncClient) -> None:
     async def body_echo(request: iii_trio.ApiRequest) -> dict[str, Any]:
         reader = request.request_body
         assert isinstance(reader, iii_trio.ChannelReader)
@@ -340,9 +376,7 @@ async def test_request_bodies_reach_the_handler(
     assert streamed.json() == {"parsed": None, "raw": "x=1&y=two+words"}
 
 
-async def test_a_condition_that_says_no_gets_422(
-    engine: DevEngine, client: httpx.AsyncClient
-) -> None:
+async def test_a_condition_that_says_no_gets_422(engine: Engine, client: httpx.AsyncClient) -> None:
     with trio.fail_after(DEADLINE):
         async with iii_trio.open_worker(engine.url) as worker:
             worker.register_function("http::echo", echo)
@@ -478,9 +512,7 @@ def test_a_bad_iii_http_block_is_refused() -> None:
         http_config("{port: 0, colour: blue}")
 
 
-async def test_routes_of_an_official_sdk_worker(
-    engine: DevEngine, client: httpx.AsyncClient
-) -> None:
+async def test_routes_of_an_official_sdk_worker(engine: Engine, client: httpx.AsyncClient) -> None:
     pytest.importorskip("iii", reason="the official iii-sdk package is not installed")
     from peer_process import read_line, start_peer
 
@@ -521,7 +553,7 @@ async def raw_exchange(http_url: str, data: bytes, *, keep_open: bool = False) -
 
 
 async def test_a_malformed_request_gets_400_and_the_engine_keeps_serving(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     assert engine.http_url is not None
     with trio.fail_after(DEADLINE):
@@ -536,7 +568,7 @@ async def test_a_malformed_request_gets_400_and_the_engine_keeps_serving(
 
 
 async def test_request_heads_are_limited_as_by_hyper_and_bodies_not_at_all(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     assert engine.http_url is not None
 
@@ -576,7 +608,7 @@ async def test_request_heads_are_limited_as_by_hyper_and_bodies_not_at_all(
 
 
 async def test_a_body_that_breaks_off_reaches_the_handler_as_far_as_it_went(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     # The engine reads a body until its first error (a malformed chunk here) and goes on
     # with what it has: the handler still runs.
@@ -610,7 +642,7 @@ async def test_a_body_that_breaks_off_reaches_the_handler_as_far_as_it_went(
 
 
 async def test_a_slow_client_holds_only_its_own_connection(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     assert engine.http_url is not None
     host, port = engine.http_url.removeprefix("http://").rsplit(":", 1)
@@ -636,7 +668,7 @@ async def test_a_slow_client_holds_only_its_own_connection(
 
 
 async def test_server_sent_events_arrive_as_they_are_written(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     next_event = trio.Event()
 
@@ -669,7 +701,7 @@ async def test_server_sent_events_arrive_as_they_are_written(
 
 
 async def test_clients_that_leave_mid_request_cost_only_their_connection(
-    engine: DevEngine, client: httpx.AsyncClient
+    engine: Engine, client: httpx.AsyncClient
 ) -> None:
     assert engine.http_url is not None
     host, port = engine.http_url.removeprefix("http://").rsplit(":", 1)
@@ -692,9 +724,7 @@ async def test_clients_that_leave_mid_request_cost_only_their_connection(
     assert len(after.json()) == 100_000
 
 
-async def test_answered_requests_leave_no_channels_behind(
-    engine: DevEngine, client: httpx.AsyncClient
-) -> None:
+async def test_answered_requests_leave_no_channels_behind(dev_engine: DevEngine) -> None:
     # The engine removes a request's two channels once its response is decided, streamed or
     # not: the registry must not grow with the requests served.
     async def streamer(request: iii_trio.ApiRequest) -> None:
@@ -702,8 +732,12 @@ async def test_answered_requests_leave_no_channels_behind(
         async with request.response as writer:
             await writer.send_all(b"streamed")
 
+    assert dev_engine.http_url is not None
     with trio.fail_after(DEADLINE * 3):
-        async with iii_trio.open_worker(engine.url) as worker:
+        async with (
+            httpx.AsyncClient(base_url=dev_engine.http_url, timeout=DEADLINE) as client,
+            iii_trio.open_worker(dev_engine.url) as worker,
+        ):
             worker.register_function("http::echo", echo)
             worker.register_function("http::stream", streamer)
             await worker.register_trigger("http", "http::echo", {"api_path": "a"})
@@ -712,4 +746,4 @@ async def test_answered_requests_leave_no_channels_behind(
                 if number % 10 == 0:
                     assert (await client.get("/a")).status_code == 201
                 assert (await client.get("/b")).content == b"streamed"
-                assert len(engine._state.channels) == 0
+                assert len(dev_engine._state.channels) == 0
