@@ -110,6 +110,8 @@ async def test_an_official_sdk_worker_shares_state_and_serves_a_custom_stream(
 ) -> None:
     async with iii_trio.open_worker(engine.url, name="trio-state") as worker:
         with trio.fail_after(30):
+            # A real engine keeps state between runs: the peer's key starts out missing.
+            await iii_trio.State(worker).delete("official", "k")
             async with trio.open_nursery() as nursery:
                 peer = await start_peer(nursery, "official_stream_peer.py", engine.url)
                 assert peer.stdout is not None
