@@ -306,9 +306,8 @@ async def test_a_head_route_streaming_a_body_answers_with_its_head_alone(
     engine: Engine, client: httpx.AsyncClient
 ) -> None:
     async def streamer(request: iii_trio.ApiRequest) -> None:
-        writer = request.response
-        assert isinstance(writer, iii_trio.ChannelWriter)
-        async with writer:
+        assert isinstance(request.response, iii_trio.ChannelWriter)
+        async with request.response as writer:
             await writer.send_message('{"type":"set_headers","headers":{"x-stream":"yes"}}')
             for _ in range(64):  # more than the channel holds: the engine must keep reading
                 await writer.send_all(b"x" * 65536)
