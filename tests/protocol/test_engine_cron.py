@@ -378,7 +378,7 @@ def test_the_block_takes_an_adapter_the_engine_knows() -> None:
     [
         ([], "", "expected a mapping, got a list"),
         ({"lock_ttl_ms": 5}, "lock_ttl_ms", "unknown key (an iii-cron block takes adapter)"),
-        ({"adapter": "kv"}, "adapter", "expected a mapping, got a string ('kv')"),
+        ({"adapter": "kv"}, "adapter", "expected a mapping with a `name`, got a string ('kv')"),
         ({"adapter": {}}, "adapter.name", "expected a string, got null"),
         (
             {"adapter": {"name": "memory"}},

@@ -206,6 +206,9 @@ def test_the_config_block_names_an_adapter(block: object, adapter: str) -> None:
         ({"adaptor": {}}, "adaptor", "unknown field"),
         ({"adapter": "local"}, "adapter", "expected a mapping"),
         ({"adapter": {"name": "kafka"}}, "adapter.name", "expected one of local, memory, redis"),
+        # Every worker reads its adapter entry alike: a string name, no other key than config.
+        ({"adapter": {}}, "adapter.name", "expected a string, got null"),
+        ({"adapter": {"name": "local", "url": "x"}}, "adapter.url", "unknown key"),
     ],
 )
 def test_a_bad_config_block_names_the_key(block: object, key: str, problem: str) -> None:

@@ -709,6 +709,8 @@ def test_the_builtin_adapters_config_sets_the_topic_defaults_leniently() -> None
         ([], "", "expected a mapping"),
         ({"queues": {}}, "queues", "unknown field"),
         ({"adapter": {"name": "kafka"}}, "adapter.name", "expected one of builtin"),
+        ({"adapter": {"config": {}}}, "adapter.name", "expected a string, got null"),
+        ({"adapter": {"name": "builtin", "url": "x"}}, "adapter.url", "unknown key"),
         ({"queue_configs": []}, "queue_configs", "expected a mapping"),
         ({"queue_configs": {"q": 3}}, "queue_configs.q", "expected a mapping"),
         ({"queue_configs": {"q": {"max_retries": "3"}}}, "queue_configs.q.max_retries", "u32"),

@@ -34,6 +34,7 @@ __all__ = [
     "builtin_plugins",
     "check_names",
     "describe_setting",
+    "read_adapter",
 ]
 
 _Settings = TypeVar("_Settings")
@@ -51,6 +52,25 @@ class BlockError(ValueError):
         super().__init__(f"{key}: {problem}" if key else problem)
         self.key = key
         self.problem = problem
+
+
+def read_adapter(value: object) -> tuple[str, object] | None:
+    """An ``adapter: {name, config?}`` entry as every engine worker reads it (one shared entry
+    type, unknown keys refused): its name and config, or None when the block has none. Which
+    names a worker knows is for that worker to check."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BlockError(
+            "adapter", f"expected a mapping with a `name`, got {describe_setting(value)}"
+        )
+    for key in value:
+        if key not in ("name", "config"):
+            raise BlockError(f"adapter.{key}", "unknown key (an adapter takes name and config)")
+    name = value.get("name")
+    if not isinstance(name, str):
+        raise BlockError("adapter.name", f"expected a string, got {describe_setting(name)}")
+    return name, value.get("config")
 
 
 def describe_setting(value: object) -> str:

@@ -76,7 +76,7 @@ def read_cron_block(block: object) -> CronSettings:
         BlockError: naming the key at fault.
     """
     # Imported here: the registry of built-in workers imports this module.
-    from ._builtins import BlockError, describe_setting
+    from ._builtins import BlockError, describe_setting, read_adapter
 
     if block is None:
         return CronSettings()
@@ -85,17 +85,10 @@ def read_cron_block(block: object) -> CronSettings:
     for key in block:
         if key != "adapter":
             raise BlockError(str(key), "unknown key (an iii-cron block takes adapter)")
-    adapter = block.get("adapter")
+    adapter = read_adapter(block.get("adapter"))
     if adapter is None:
         return CronSettings()
-    if not isinstance(adapter, dict):
-        raise BlockError("adapter", f"expected a mapping, got {describe_setting(adapter)}")
-    for key in adapter:
-        if key not in ("name", "config"):
-            raise BlockError(f"adapter.{key}", "unknown key (an adapter takes name and config)")
-    name = adapter.get("name")
-    if not isinstance(name, str):
-        raise BlockError("adapter.name", f"expected a string, got {describe_setting(name)}")
+    name = adapter[0]
     if name not in _ADAPTERS:
         raise BlockError(
             "adapter.name", f"cron adapter '{name}' is not registered (the engine has kv, redis)"

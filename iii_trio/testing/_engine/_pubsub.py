@@ -60,7 +60,7 @@ class PubSubSettings:
 def read_pubsub_block(block: object) -> PubSubSettings:
     """Read an ``iii-pubsub`` config block (``None``: absent) as the engine does: only
     ``adapter`` is allowed, a mapping whose ``name`` is one of the engine's adapters."""
-    from ._builtins import BlockError  # here: _builtins imports this module
+    from ._builtins import BlockError, read_adapter  # here: _builtins imports this module
 
     if block is None:
         return PubSubSettings()
@@ -69,15 +69,13 @@ def read_pubsub_block(block: object) -> PubSubSettings:
     for key in block:
         if key != "adapter":
             raise BlockError(str(key), "unknown field (expected `adapter`)")
-    adapter = block.get("adapter")
+    adapter = read_adapter(block.get("adapter"))
     if adapter is None:
         return PubSubSettings()
-    if not isinstance(adapter, dict):
-        raise BlockError("adapter", "expected a mapping with a `name`")
-    name = adapter.get("name")
+    name = adapter[0]
     if name not in _ADAPTERS:
         raise BlockError("adapter.name", f"expected one of {', '.join(_ADAPTERS)}, got {name!r}")
-    return PubSubSettings(adapter=str(name))
+    return PubSubSettings(adapter=name)
 
 
 class PubSub(EnginePlugin):

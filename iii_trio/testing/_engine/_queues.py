@@ -223,7 +223,7 @@ def read_queue_block(block: object) -> QueueSettings:
     """Read an ``iii-queue`` config block (``None``: absent) as the engine does: ``adapter``
     and ``queue_configs``, nothing else; a ``default`` queue is added unless the block has one.
     """
-    from ._builtins import BlockError  # here: _builtins imports this module
+    from ._builtins import BlockError, read_adapter  # here: _builtins imports this module
 
     if block is None:
         return QueueSettings()
@@ -233,16 +233,12 @@ def read_queue_block(block: object) -> QueueSettings:
         if key not in ("adapter", "queue_configs"):
             raise BlockError(str(key), "unknown field (expected `adapter` or `queue_configs`)")
     adapter, topics = "builtin", TopicDefaults()
-    if block.get("adapter") is not None:
-        entry = block["adapter"]
-        if not isinstance(entry, dict):
-            raise BlockError("adapter", "expected a mapping with a `name`")
-        name = entry.get("name")
-        if name not in _ADAPTERS:
+    entry = read_adapter(block.get("adapter"))
+    if entry is not None:
+        adapter, config = entry
+        if adapter not in _ADAPTERS:
             choices = ", ".join(_ADAPTERS)
-            raise BlockError("adapter.name", f"expected one of {choices}, got {name!r}")
-        adapter = str(name)
-        config = entry.get("config")
+            raise BlockError("adapter.name", f"expected one of {choices}, got {adapter!r}")
         if adapter == "builtin" and isinstance(config, dict):
             topics = _topic_defaults(config)
     queues: dict[str, NamedQueueConfig] = {}

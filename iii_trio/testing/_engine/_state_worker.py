@@ -111,20 +111,12 @@ def optional_count(block: Mapping[str, object], key: str) -> int | None:
 
 def check_adapter(value: object) -> str:
     """The adapter name of an ``adapter: {name, config?}`` entry (``kv`` when absent)."""
-    from ._builtins import BlockError, describe_setting  # here: _builtins imports this module
+    from ._builtins import BlockError, read_adapter  # here: _builtins imports this module
 
-    if value is None:
+    adapter = read_adapter(value)
+    if adapter is None:
         return "kv"
-    if not isinstance(value, dict):
-        raise BlockError(
-            "adapter", f"expected a mapping with a `name`, got {describe_setting(value)}"
-        )
-    for key in value:
-        if key not in ("name", "config"):
-            raise BlockError(f"adapter.{key}", "unknown key (an adapter takes name and config)")
-    name = value.get("name")
-    if not isinstance(name, str):
-        raise BlockError("adapter.name", f"expected a string, got {describe_setting(name)}")
+    name = adapter[0]
     if name not in KNOWN_ADAPTERS:
         raise BlockError(
             "adapter.name", f"unknown adapter {name!r} (the engine has {', '.join(KNOWN_ADAPTERS)})"
